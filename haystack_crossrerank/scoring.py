@@ -237,7 +237,6 @@ class CrossEncoderScorer:
         """
         if self.model is not None:
             return
-        from tokenizers import Tokenizer
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         name = self.model_name
@@ -272,8 +271,6 @@ class CrossEncoderScorer:
             tokenizer = AutoTokenizer.from_pretrained(name, **hub_kwargs, **self.tokenizer_kwargs)
         except (OSError, ValueError) as error:
             raise OSError(f"Could not load the tokenizer of cross-encoder '{self.model_name}': {error}") from error
-        if getattr(tokenizer, "backend_tokenizer", None) is None:
-            raise OSError(f"Cross-encoder '{self.model_name}' has no fast (tokenizers) tokenizer, which is required")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 name, config=config, **hub_kwargs, **model_kwargs
@@ -288,8 +285,51 @@ class CrossEncoderScorer:
         if device.type != "cpu" and precision in ("fp16", "bf16"):
             # On accelerators the weights themselves are cast; on the CPU autocast keeps fp32 weights.
             model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        self._attach(model, tokenizer, device, precision)
 
-        limit = model_max_length(config, tokenizer)
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        precision: str = "fp32",
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> CrossEncoderScorer:
+        """
+        Wrap a model that is already in memory (for example one being trained), without copying it.
+
+        The model is scored where it is, in its current dtype; `precision` only chooses CPU autocast.
+        The caller puts the model in eval mode (and back in train mode afterwards).
+
+        :param model: A sequence-classification model with one label.
+        :param tokenizer: Its fast tokenizer.
+        :param precision: `"fp32"`, `"bf16"` or `"fp16"` (autocast on the CPU).
+        :param batch_size: The most pairs in one forward pass.
+        :param max_length: The most tokens per pair; `None` takes the model's limit.
+        :returns: A loaded scorer.
+        """
+        scorer = cls(
+            getattr(model, "name_or_path", None) or "in-memory model",
+            precision=precision,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
+        if model.config.num_labels != 1:
+            raise ValueError(f"the model must have exactly one output label, but has {model.config.num_labels}")
+        scorer._attach(
+            model, tokenizer, next(model.parameters()).device, resolve_precision(precision, torch.device("cpu"))
+        )
+        return scorer
+
+    def _attach(self, model: Any, tokenizer: Any, device: torch.device, precision: str) -> None:
+        """Set everything scoring needs from a loaded model and tokenizer."""
+        from tokenizers import Tokenizer
+
+        if getattr(tokenizer, "backend_tokenizer", None) is None:
+            raise OSError(f"Cross-encoder '{self.model_name}' has no fast (tokenizers) tokenizer, which is required")
+        limit = model_max_length(model.config, tokenizer)
         if self.requested_max_length is None:
             max_length = limit
         elif self.requested_max_length > limit:
@@ -313,7 +353,7 @@ class CrossEncoderScorer:
         if max_length <= special + 1:
             raise ValueError(f"`max_length` must be > {special + 1} for this model, but got {max_length}")
 
-        self.activation = _activation_from_config(config, self.model_name)
+        self.activation = _activation_from_config(model.config, self.model_name)
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision

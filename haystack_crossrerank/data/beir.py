@@ -1,0 +1,155 @@
+"""BEIR-format retrieval data: `corpus.jsonl[.gz]`, `queries.jsonl`, `qrels/<split>.tsv`."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from haystack_crossrerank._extras import require
+
+
+@dataclass(frozen=True)
+class BeirData:
+    """A BEIR data set split: the corpus, the queries that have judgments, and the judgments."""
+
+    name: str
+    corpus: dict[str, dict[str, str]]  # doc id -> {"title", "text"}
+    queries: dict[str, str]  # query id -> text (only queries with judgments in this split)
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
+
+    def head(self, n: int) -> BeirData:
+        """The first `n` queries (in file order) with their judgments; the corpus is unchanged."""
+        keep = list(self.queries)[:n]
+        return BeirData(self.name, self.corpus, {q: self.queries[q] for q in keep}, {q: self.qrels[q] for q in keep})
+
+
+def resolve_beir_folder(data_dir: str | Path, dataset: str = "scifact") -> Path:
+    """
+    Accept either the BEIR folder itself or a folder that holds it (e.g. `../shared/data` with `scifact/`).
+
+    :param data_dir: The folder.
+    :param dataset: The data set's subfolder name.
+    :returns: The folder that holds `queries.jsonl`.
+    :raises FileNotFoundError: If neither holds a BEIR data set.
+    """
+    base = Path(data_dir).expanduser()
+    for candidate in (base, base / dataset):
+        if (candidate / "queries.jsonl").is_file():
+            return candidate
+    raise FileNotFoundError(f"no BEIR data set in '{base}' or '{base / dataset}' (expected queries.jsonl there)")
+
+
+def load_beir(data_dir: str | Path, split: str = "test", *, dataset: str = "scifact") -> BeirData:
+    """
+    Load a BEIR data set split from a local folder, or from the hub (`BeIR/<dataset>`) when `data_dir` is
+    `"hub"`.
+
+    :param data_dir: The BEIR folder (or one holding `<dataset>/`), or `"hub"`.
+    :param split: The qrels split: `train`, `dev` or `test`.
+    :param dataset: The data set name.
+    :returns: The data.
+    :raises FileNotFoundError: If a file is missing.
+    :raises ValueError: On a malformed line (the message gives file and line), or judgments naming unknown
+        queries or documents.
+    """
+    if str(data_dir) == "hub":
+        return _load_beir_hub(dataset, split)
+    folder = resolve_beir_folder(data_dir, dataset)
+    corpus_path = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
+    if corpus_path is None:
+        raise FileNotFoundError(f"'{folder}' has no corpus.jsonl or corpus.jsonl.gz")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise FileNotFoundError(f"'{qrels_path}' does not exist; splits available: {available}")
+    corpus = {}
+    for line_number, row in _jsonl(corpus_path):
+        doc_id = _field(row, "_id", corpus_path, line_number)
+        corpus[doc_id] = {"title": str(row.get("title") or ""), "text": _field(row, "text", corpus_path, line_number)}
+    all_queries = {}
+    for line_number, row in _jsonl(folder / "queries.jsonl"):
+        all_queries[_field(row, "_id", folder / "queries.jsonl", line_number)] = _field(
+            row, "text", folder / "queries.jsonl", line_number
+        )
+    qrels = read_qrels(qrels_path)
+    unknown_q = [q for q in qrels if q not in all_queries]
+    if unknown_q:
+        raise ValueError(
+            f"{qrels_path}: {len(unknown_q)} judged queries are not in queries.jsonl, e.g. {unknown_q[0]!r}"
+        )
+    unknown_d = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    if unknown_d:
+        raise ValueError(
+            f"{qrels_path}: {len(unknown_d)} judged documents are not in the corpus, e.g. {unknown_d[0]!r}"
+        )
+    queries = {q: all_queries[q] for q in all_queries if q in qrels}
+    return BeirData(folder.name, corpus, queries, {q: qrels[q] for q in queries})
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """
+    Read a BEIR qrels file: a header `query-id corpus-id score`, then tab-separated rows (CRLF accepted).
+
+    :param path: The file.
+    :returns: query id -> {doc id: relevance}.
+    :raises ValueError: On a malformed row, with file and line.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for line_number, row in enumerate(reader, start=1):
+            if line_number == 1 and row and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != 3:
+                raise ValueError(f"{path}:{line_number}: expected 3 tab-separated fields, but got {len(row)}: {row!r}")
+            query_id, doc_id, score = (cell.strip() for cell in row)
+            try:
+                relevance = int(float(score))
+            except ValueError:
+                raise ValueError(f"{path}:{line_number}: relevance must be a number, but got {score!r}") from None
+            qrels.setdefault(query_id, {})[doc_id] = relevance
+    if not qrels:
+        raise ValueError(f"{path}: no judgments found")
+    return qrels
+
+
+def _jsonl(path: Path) -> Any:
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    handle: IO[str]
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object, but got {type(row).__name__}")
+            yield line_number, row
+
+
+def _field(row: dict[str, Any], name: str, path: Path, line_number: int) -> str:
+    value = row.get(name)
+    if value is None or (name == "_id" and str(value).strip() == ""):
+        raise ValueError(f"{path}:{line_number}: missing field {name!r}")
+    return str(value)
+
+
+def _load_beir_hub(dataset: str, split: str) -> BeirData:  # pragma: no cover - needs the hub
+    datasets = require("datasets", "train")
+    corpus_rows = datasets.load_dataset(f"BeIR/{dataset}", "corpus", split="corpus")
+    query_rows = datasets.load_dataset(f"BeIR/{dataset}", "queries", split="queries")
+    qrel_rows = datasets.load_dataset(f"BeIR/{dataset}-qrels", split=split)
+    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r["text"]} for r in corpus_rows}
+    qrels: dict[str, dict[str, int]] = {}
+    for r in qrel_rows:
+        qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+    queries = {str(r["_id"]): r["text"] for r in query_rows if str(r["_id"]) in qrels}
+    return BeirData(dataset, corpus, queries, {q: qrels[q] for q in queries})

@@ -1,0 +1,49 @@
+"""Ranking metrics from trec_eval (through `pytrec_eval`), averaged over queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from haystack_crossrerank._extras import require
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")
+
+
+def ranked_run(rankings: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """
+    Turn ranked lists of document ids into a trec run whose scores encode the ranks exactly.
+
+    trec_eval orders by score and breaks ties by document id, so passing raw scores could reorder tied
+    documents; here the first document gets the highest score and every score is distinct.
+
+    :param rankings: query id -> document ids, best first.
+    :returns: query id -> {doc id: score}.
+    """
+    return {q: {d: float(len(ids) - rank) for rank, d in enumerate(ids)} for q, ids in rankings.items()}
+
+
+def evaluate_rankings(
+    qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """
+    nDCG@10, MRR@10, Recall@100 and MAP@100 of ranked lists, averaged over the judged queries.
+
+    A judged query with no ranking counts as 0 for every metric.
+
+    :param qrels: query id -> {doc id: relevance}.
+    :param rankings: query id -> document ids, best first.
+    :returns: `{"ndcg@10": ..., "mrr@10": ..., "recall@100": ..., "map@100": ...}`.
+    """
+    pytrec_eval = require("pytrec_eval", "bench")
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    full = ranked_run({q: list(rankings.get(q, [])) for q in judged})
+    top10 = ranked_run({q: list(rankings.get(q, []))[:10] for q in judged})
+    deep = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10", "recall.100", "map_cut.100"}).evaluate(full)
+    shallow = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
+    totals = dict.fromkeys(METRICS, 0.0)
+    for q in judged:
+        totals["ndcg@10"] += deep.get(q, {}).get("ndcg_cut_10", 0.0)
+        totals["recall@100"] += deep.get(q, {}).get("recall_100", 0.0)
+        totals["map@100"] += deep.get(q, {}).get("map_cut_100", 0.0)
+        totals["mrr@10"] += shallow.get(q, {}).get("recip_rank", 0.0)
+    return {name: value / len(judged) for name, value in totals.items()}

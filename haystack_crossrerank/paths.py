@@ -1,0 +1,46 @@
+"""Where data and models live by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "CROSSRERANK_DATA_DIR"
+HOME_ENV = "CROSSRERANK_HOME"
+
+
+def data_dir(explicit: str | Path | None = None) -> Path | None:
+    """
+    The local data folder: the argument, else `$CROSSRERANK_DATA_DIR`, else `None` (use the hub).
+
+    :param explicit: A folder given on the command line or in code.
+    :returns: The folder, or `None`.
+    :raises FileNotFoundError: If the folder named does not exist.
+    """
+    value = explicit if explicit is not None else os.environ.get(DATA_DIR_ENV)
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        source = "argument" if explicit is not None else f"${DATA_DIR_ENV}"
+        raise FileNotFoundError(f"data folder '{path}' (from {source}) does not exist")
+    return path
+
+
+def home() -> Path:
+    """
+    The folder for models this package builds: `$CROSSRERANK_HOME`, else `~/.cache/haystack-crossrerank`.
+
+    :returns: The folder (not created).
+    """
+    value = os.environ.get(HOME_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "haystack-crossrerank"
+
+
+def default_model_dir() -> Path:
+    """
+    Where the project's default offline cross-encoder (MiniLM fine-tuned on STS-B) is built.
+
+    :returns: The model folder (it may not exist yet).
+    """
+    return home() / "models" / "minilm-l6-stsb"

@@ -1,0 +1,45 @@
+"""Default settings per training task. A setting becomes a default only after it won on validation data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# STS: the seed model's recipe.
+STS_DEFAULTS: dict[str, Any] = {
+    "epochs": 4.0,
+    "batch_size": 64,
+    "lr": 5e-5,
+    "eval_steps": 80,
+    "select_best": False,
+    "swap_pairs": False,
+    "symmetric_eval": False,
+}
+
+RETRIEVAL_DEFAULTS: dict[str, Any] = {
+    "epochs": 1.0,
+    "batch_size": 8,
+    "lr": 3e-5,
+    "eval_steps": 100,
+    "select_best": True,
+    "swap_pairs": False,
+    "symmetric_eval": False,
+    "loss": "listwise",
+    "negatives": 7,
+    "mine_depth": 100,
+    "validation_queries": 100,
+}
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    """
+    The default command-line settings of a training task.
+
+    :param task: `"sts"` or `"retrieval"`.
+    :returns: Flag name (as argparse stores it) to value.
+    :raises ValueError: For an unknown task.
+    """
+    if task == "sts":
+        return dict(STS_DEFAULTS)
+    if task == "retrieval":
+        return dict(RETRIEVAL_DEFAULTS)
+    raise ValueError(f"task must be 'sts' or 'retrieval', but got {task!r}")

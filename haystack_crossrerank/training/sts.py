@@ -1,0 +1,64 @@
+"""STS-B fine-tuning: the seed model's recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from haystack_crossrerank.data.sts import PairData, load_pair_file, load_sts
+from haystack_crossrerank.evaluation.sts import STSEvaluator
+from haystack_crossrerank.training.card import write_model_card
+from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, train_cross_encoder
+
+
+def train_sts(
+    config: TrainConfig,
+    *,
+    data: str | Path | None = None,
+    train_file: str | Path | None = None,
+    train_limit: int | None = None,
+    eval_test: bool = True,
+    symmetric_eval: bool = False,
+    eval_output: str | Path | None = None,
+) -> TrainResult:
+    """
+    Fine-tune on STS-B (scores / 5) with binary cross-entropy, selecting on the validation split.
+
+    :param config: Run settings (defaults: the seed's recipe).
+    :param data: STS-B folder (see :func:`load_sts`); `None`: `$CROSSRERANK_DATA_DIR`, else the hub.
+    :param train_file: Train on this pair file (CSV/TSV/JSONL, scores in [0, 1]) instead of STS-B train.
+    :param train_limit: Use only the first N training pairs (quick runs, tests).
+    :param eval_test: Score the final model on the test split once, for the card.
+    :param symmetric_eval: Average both pair orders when evaluating.
+    :param eval_output: A `.csv` that receives one row per validation run.
+    :returns: The run's result.
+    """
+    train: PairData = load_pair_file(train_file) if train_file else load_sts("train", data)
+    if train_limit is not None:
+        train = train.head(train_limit)
+    validation = STSEvaluator.from_data(
+        load_sts("validation", data), name="stsb-validation", symmetric=symmetric_eval, output_path=eval_output
+    )
+    finals: list[Any] = []
+    if eval_test:
+        finals.append(STSEvaluator.from_data(load_sts("test", data), name="stsb-test", symmetric=symmetric_eval))
+    config.task = "sts"
+    config.extra.setdefault("symmetric_eval", symmetric_eval)
+
+    def card(folder: Path, facts: dict[str, Any]) -> None:
+        facts = {
+            **facts,
+            "data": f"STS-B train ({train.source}), scores / 5",
+            "loss": "binary cross-entropy on the logit against score / 5 (BinaryCrossEntropyLoss)",
+            "evaluation": "STS-B validation (checkpoint selection) and test (reported once)",
+        }
+        write_model_card(folder, facts)
+
+    return train_cross_encoder(
+        config,
+        train.to_dataset(),
+        evaluator=validation,
+        primary_metric=validation.primary_metric_name,
+        final_evaluators=finals,
+        card_writer=card,
+    )
