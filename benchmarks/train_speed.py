@@ -25,7 +25,10 @@ import torch
 def train_ours(base: str, data_dir: str, output: Path, precision: str, limit: int | None) -> dict[str, Any]:
     from haystack_crossrerank.training import TrainConfig, train_sts
 
-    config = TrainConfig(base_model=base, output_dir=str(output), precision=precision, overwrite=True)
+    # No resumable checkpoints, like the peer's run below (save_strategy="no"): the same disk work on both sides.
+    config = TrainConfig(
+        base_model=base, output_dir=str(output), precision=precision, overwrite=True, save_checkpoints=False
+    )
     start = time.perf_counter()
     result = train_sts(config, data=data_dir, train_limit=limit, eval_test=True)
     wall = time.perf_counter() - start
@@ -115,6 +118,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=None, help="first N training pairs (quick check)")
     parser.add_argument("--only", choices=["ours", "peer"], default=None)
     parser.add_argument("--json", default="results/train_speed.json")
+    parser.add_argument("--save-ours", help="keep our trained model in this folder (e.g. the default model folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -128,7 +132,8 @@ def main() -> None:
         if args.only in (None, "peer"):
             rows.append(train_sentence_transformers(base, args.data_dir, Path(tmp) / "st", precision, args.train_limit))
         if args.only in (None, "ours"):
-            rows.append(train_ours(base, args.data_dir, Path(tmp) / "ours", precision, args.train_limit))
+            ours_dir = Path(args.save_ours) if args.save_ours else Path(tmp) / "ours"
+            rows.append(train_ours(base, args.data_dir, ours_dir, precision, args.train_limit))
 
     columns = [
         "trainer",

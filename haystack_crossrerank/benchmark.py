@@ -156,6 +156,32 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     return result
 
 
+def bm25_candidates(
+    data_dir: str, *, queries: int | None = None, depth: int = 100, split: str = "test", dataset: str = "scifact"
+) -> tuple[BeirData, dict[str, list[Document]]]:
+    """
+    BM25 candidates from `bm25_rerank.yaml`'s first stage, for a fixed set of queries (the first `queries`).
+
+    :param data_dir: The BEIR folder (or one holding `<dataset>/`).
+    :param queries: How many queries (in file order); `None` for all.
+    :param depth: Candidates per query.
+    :param split: The qrels split.
+    :param dataset: The data set name.
+    :returns: The data (restricted to those queries) and query id -> candidate Documents.
+    """
+    data = load_beir(data_dir, split, dataset=dataset)
+    if queries is not None:
+        data = data.head(queries)
+    index_corpus(data, "indexing_bm25", "")
+    retrieval = load_pipeline(pipeline_path("bm25_rerank"), overrides={"retriever": {"top_k": depth}})
+    retrieval.remove_component("ranker")
+    found = {
+        q: list(retrieval.run({"retriever": {"query": text}})["retriever"]["documents"])
+        for q, text in data.queries.items()
+    }
+    return data, found
+
+
 def index_corpus(data: BeirData, indexing: str, embedder: str) -> float:
     """
     Write the corpus into the shared in-memory store through an indexing YAML pipeline.

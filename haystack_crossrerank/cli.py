@@ -85,6 +85,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         max_length=args.max_length,
         overwrite=args.overwrite,
         resume=args.resume,
+        save_checkpoints=not args.no_checkpoints,
     )
     data_dir = resolve_data_dir(args.data_dir)
     if args.task == "sts":
@@ -114,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                 validation_queries=args.validation_queries,
                 train_limit=args.train_limit,
                 eval_test=not args.no_test,
+                **({"max_length": args.max_length} if args.max_length else {}),
             ),
         )
     summary = {
@@ -243,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-test", action="store_true", help="do not score the test split at the end")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    train.add_argument(
+        "--no-checkpoints", action="store_true", help="do not write resumable checkpoints (faster; no --resume)"
+    )
     train.add_argument("--json", help="write the summary to this JSON file")
     train.set_defaults(func=cmd_train)
 
@@ -250,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="hub id or folder (default: the built default model)")
     ev.add_argument("--split", default="validation", help="train, validation (dev) or test")
     ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
-    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="fp32")
+    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="fp32")
     ev.add_argument("--device", default=None)
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
@@ -275,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
     bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
     bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
-    bench.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    bench.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
     bench.add_argument("--json", help="write the table to this JSON file")

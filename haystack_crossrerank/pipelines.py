@@ -13,7 +13,11 @@ from haystack import Pipeline
 # package is added for one load at a time (the `allowed_modules` argument), never process-wide.
 ALLOWED_MODULES: list[str] = ["haystack_crossrerank"]
 RANKER_TYPE = "haystack_crossrerank.ranker.CrossEncoderRanker"
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+_REPOSITORY_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+# In a checkout (or an editable install) the repository's folder; in an installed wheel, the packaged copy.
+PIPELINES_DIR = (
+    _REPOSITORY_PIPELINES if _REPOSITORY_PIPELINES.is_dir() else Path(__file__).resolve().parent / "_pipelines"
+)
 
 
 def load_pipeline(

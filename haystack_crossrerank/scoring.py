@@ -18,8 +18,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16", "int8")
+# Layers left in floating point by the int8 path: the score comes straight out of them.
+_INT8_SKIP = ("classifier", "pooler")
 
 # Architectures whose position ids start after the padding index (RoBERTa and its kin): a config with
 # 514 position embeddings takes at most 512 tokens.
@@ -93,13 +95,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     `"auto"` gives bf16 on CUDA devices that support it, else fp16; fp16 on MPS; and on the CPU bf16
     autocast where the CPU computes bf16 natively, else fp32.
 
-    :param precision: One of `"auto"`, `"fp32"`, `"fp16"`, `"bf16"`.
+    :param precision: One of `"auto"`, `"fp32"`, `"fp16"`, `"bf16"`, `"int8"` (CPU only).
     :param device: The device the model runs on.
-    :returns: `"fp32"`, `"fp16"` or `"bf16"`.
-    :raises ValueError: If `precision` is not one of the accepted values.
+    :returns: `"fp32"`, `"fp16"`, `"bf16"` or `"int8"`.
+    :raises ValueError: If `precision` is not one of the accepted values, or int8 is asked for off the CPU.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only, but the device is {device}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -107,6 +111,29 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "mps":
         return "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def quantize_int8(model: Any) -> Any:
+    """
+    Dynamic int8 quantization (int8 weights, activations quantized per batch) of the encoder's linear layers;
+    the pooler and the classification head stay in fp32.
+
+    :param model: A model on the CPU, in eval mode.
+    :returns: The quantized model (the layers are replaced in place).
+    """
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    targets = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not any(part in name for part in _INT8_SKIP)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # torch marks quantized tensors as deprecated
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        return quantize_dynamic(model, targets, dtype=torch.qint8)
 
 
 def model_max_length(config: Any, tokenizer: Any) -> int:
@@ -285,6 +312,8 @@ class CrossEncoderScorer:
         if device.type != "cpu" and precision in ("fp16", "bf16"):
             # On accelerators the weights themselves are cast; on the CPU autocast keeps fp32 weights.
             model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        if precision == "int8":
+            model = quantize_int8(model)
         self._attach(model, tokenizer, device, precision)
 
     @classmethod

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Lint, type-check and run every test (the `slow` ones too). Run from the repository root.
+# Set up (if needed), then lint, type-check and run every test, the `slow` ones included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+. .venv/bin/activate
 ruff check .
 ruff format --check .
 mypy
-python -m pytest
+python -m pytest "$@"

@@ -38,6 +38,13 @@ class PairData:
         """The first `n` pairs (for quick runs and tests)."""
         return PairData(self.sentence1[:n], self.sentence2[:n], self.score[:n], f"{self.source}[:{n}]")
 
+    def to_rows(self) -> list[dict[str, Any]]:
+        """This data as a list of `{"sentence1", "sentence2", "score"}` rows (no `datasets` needed)."""
+        return [
+            {"sentence1": a, "sentence2": b, "score": s}
+            for a, b, s in zip(self.sentence1, self.sentence2, self.score, strict=True)
+        ]
+
     def to_dataset(self) -> Any:
         """This data as a `datasets.Dataset` with columns `sentence1`, `sentence2`, `score`."""
         datasets = require("datasets", "train")

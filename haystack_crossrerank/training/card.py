@@ -52,7 +52,7 @@ def write_model_card(folder: Path, facts: dict[str, Any]) -> None:
         f'print(CrossEncoder("{folder.name}").predict([("A man is eating food.", "A man eats.")]))',
         "```",
         "",
-        "## Evaluation (final model, fp32)",
+        f"## Evaluation (final model, {facts.get('final_precision', 'fp32')})",
         "| metric | value |",
         "|---|---|",
     ]

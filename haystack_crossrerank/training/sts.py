@@ -54,9 +54,13 @@ def train_sts(
         }
         write_model_card(folder, facts)
 
+    try:
+        rows: Any = train.to_dataset()
+    except ImportError:  # `datasets` is optional for training itself (e.g. on a GPU machine without it)
+        rows = train.to_rows()
     return train_cross_encoder(
         config,
-        train.to_dataset(),
+        rows,
         evaluator=validation,
         primary_metric=validation.primary_metric_name,
         final_evaluators=finals,

@@ -9,7 +9,7 @@ import platform
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ class TrainConfig:
     :param max_length: The most tokens per training pair (`None`: the model's limit).
     :param overwrite: Replace an existing output folder.
     :param resume: Continue from the last checkpoint of an interrupted run with the same output folder.
+    :param save_checkpoints: Write a resumable checkpoint (model, optimizer, scheduler) at every evaluation.
+        It costs disk time (about 270 MB each for MiniLM); `select_best` needs it.
     :param logging_steps: Log the training loss every this many steps.
     :param task: `"sts"` or `"retrieval"`, recorded in the model card.
     """
@@ -69,6 +71,7 @@ class TrainConfig:
     max_length: int | None = None
     overwrite: bool = False
     resume: bool = False
+    save_checkpoints: bool = True
     logging_steps: int = 10
     task: str = "sts"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +92,8 @@ class TrainConfig:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"`{name}` must be > 0, but got {getattr(self, name)}")
+        if self.select_best and not self.save_checkpoints:
+            raise ValueError("`select_best` needs `save_checkpoints`, but save_checkpoints is False")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), but got {self.warmup_ratio}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
@@ -111,17 +116,26 @@ def training_precision(requested: str) -> str:
 
 class PairCollator:
     """
-    Tokenizes a batch of (sentence1, sentence2, score) rows into length-sorted micro-batches (see
-    :mod:`haystack_crossrerank.training.batching`), optionally swapping each pair's order at random.
+    Tokenizes a batch of (sentence1, sentence2, score) rows, optionally swapping each pair's order at random.
+
+    With `micro_batches` (the default on the CPU) the batch is cut into length-sorted micro-batches (see
+    :mod:`haystack_crossrerank.training.batching`); without it (the default on a GPU, where padding costs
+    little and every extra forward call costs launch overhead) it is one padded batch.
     """
 
     def __init__(
-        self, tokenizer: Any, max_length: int, *, swap_pairs: bool = False, seed: int = 42, micro_batches: bool = True
+        self,
+        tokenizer: Any,
+        max_length: int,
+        *,
+        swap_pairs: bool = False,
+        seed: int = 42,
+        micro_batches: bool | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.swap_pairs = swap_pairs
-        self.micro_batches = micro_batches
+        self.micro_batches = (not torch.cuda.is_available()) if micro_batches is None else micro_batches
         self.random = random.Random(seed)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,19 +146,24 @@ class PairCollator:
                 if self.random.random() < 0.5:
                     first[i], second[i] = second[i], first[i]
         labels = [float(r["score"]) for r in rows]
+        if not self.micro_batches:
+            features = self.tokenizer(
+                first, second, padding=True, truncation="longest_first", max_length=self.max_length, return_tensors="pt"
+            )
+            return {"chunks": [dict(features)], "labels": torch.tensor(labels, dtype=torch.float32)}
         encoded = self.tokenizer(first, second, truncation="longest_first", max_length=self.max_length)
-        return collate_micro_batches(self.tokenizer, encoded, labels, micro_batches=self.micro_batches)
+        return collate_micro_batches(self.tokenizer, encoded, labels)
 
 
 def collate_micro_batches(
-    tokenizer: Any, encoded: Any, labels: list[float], *, micro_batches: bool = True
+    tokenizer: Any, encoded: Any, labels: Sequence[Any], *, micro_batches: bool = True
 ) -> dict[str, Any]:
     """
     Sort unpadded encodings by length, cut them into micro-batches and pad each one.
 
     :param tokenizer: Pads the micro-batches.
     :param encoded: The tokenizer's unpadded output for the batch.
-    :param labels: One label per row.
+    :param labels: One label per row (a number, or a list of numbers).
     :param micro_batches: `False` pads the whole batch as one.
     :returns: `{"chunks": [inputs, ...], "labels": tensor}`, labels in chunk order.
     """
@@ -189,18 +208,20 @@ def train_cross_encoder(
     collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = bce_loss,
     card_writer: Callable[[Path, dict[str, Any]], None] | None = None,
+    final_precision: str = "fp32",
 ) -> TrainResult:
     """
     Fine-tune a cross-encoder and write a model folder that Hugging Face and sentence-transformers load.
 
     :param config: The run's settings.
-    :param train_dataset: A `datasets.Dataset` whose rows the collator understands.
+    :param train_dataset: A `datasets.Dataset` (or a list of dicts) whose rows the collator understands.
     :param evaluator: Called with a `CrossEncoderScorer` every `eval_steps` and at the end; returns metrics.
     :param primary_metric: The metric (a key of the evaluator's result) that selects the best checkpoint.
     :param final_evaluators: Called once on the final model (e.g. the test split), for the model card.
     :param collator: Turns rows into model inputs with `labels`; default: :class:`PairCollator`.
     :param loss: `loss(logits, labels)`; default: binary cross-entropy on the logit.
     :param card_writer: Writes `README.md` into the folder from the run's facts.
+    :param final_precision: The precision of the final evaluation (`"fp32"`, or `"auto"` for speed on long texts).
     :returns: The output folder, timings, the training log and the final metrics.
     :raises FileExistsError: If the output folder exists and neither `overwrite` nor `resume` is set.
     """
@@ -241,7 +262,7 @@ def train_cross_encoder(
         use_cpu=not use_cuda,
         eval_strategy="steps",
         eval_steps=config.eval_steps,
-        save_strategy="steps",
+        save_strategy="steps" if config.save_checkpoints else "no",
         save_steps=config.eval_steps,
         save_total_limit=1,
         save_only_model=False,
@@ -259,7 +280,7 @@ def train_cross_encoder(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        eval_dataset=train_dataset.select(range(1)),  # unused: evaluation goes through `evaluator`
+        eval_dataset=[train_dataset[0]],  # unused: evaluation goes through `evaluator`
         data_collator=collate,
         scoring_evaluator=evaluator,
         eval_tokenizer=tokenizer,
@@ -283,7 +304,7 @@ def train_cross_encoder(
     model = trainer.model
     model.eval()
     model.to(torch.float32)
-    scorer = CrossEncoderScorer.from_model(model, tokenizer, precision="fp32", batch_size=64)
+    scorer = CrossEncoderScorer.from_model(model, tokenizer, precision=final_precision, batch_size=64)
     final_metrics = dict(evaluator(scorer))
     for extra_evaluator in final_evaluators or []:
         final_metrics.update(extra_evaluator(scorer))
@@ -301,6 +322,7 @@ def train_cross_encoder(
         "train_rows": len(train_dataset),
         "log": log,
         "final_metrics": final_metrics,
+        "final_precision": scorer.precision,
         "hardware": _hardware(),
         "versions": _versions(),
     }
@@ -403,18 +425,16 @@ def _hardware() -> str:
 
 
 def _versions() -> dict[str, str]:
-    import haystack
     import transformers
 
     versions = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "haystack-ai": haystack.__version__ if hasattr(haystack, "__version__") else "unknown",
     }
-    for name in ("datasets", "accelerate", "sentence_transformers", "tokenizers"):
+    for name in ("haystack", "datasets", "accelerate", "sentence_transformers", "tokenizers"):
         try:
-            versions[name.replace("_", "-")] = __import__(name).__version__
+            versions[name.replace("_", "-")] = str(getattr(__import__(name), "__version__", "unknown"))
         except ImportError:
             continue
     return versions
