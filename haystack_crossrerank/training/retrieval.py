@@ -53,12 +53,12 @@ class RetrievalOptions:
     data_dir: str
     dataset: str = "scifact"
     loss: str = "listwise"
-    negatives: int = 7
+    negatives: int = 3
     mine_depth: int = 100
     skip_top: int = 3
     validation_queries: int = 100
-    eval_depth: int = 30
-    max_length: int = 256
+    eval_depth: int = 20
+    max_length: int = 192
     train_limit: int | None = None
     eval_test: bool = False
 
