@@ -52,6 +52,7 @@ class BenchOptions:
     peer: bool = True
     peer_queries: int = 20
     max_queries: int | None = None
+    rerank_queries: int | None = None
     precision: str = "auto"
     batch_size: int = 32
     plot: str | None = None
@@ -128,18 +129,26 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     rows.append(first_row)
     first_ms = dict(zip((q for q, _ in queries), first_row.latencies_ms, strict=True))
 
+    reranked_queries = queries[: options.rerank_queries] if options.rerank_queries else queries
+    if options.rerank_queries:
+        rows.append(_subset_row(first_row, [q for q, _ in reranked_queries], "the reranked queries"))
     for model in options.models:
         ranker = _ranker_like(ranker_template, model=model, top_k=options.depth, options=options)
         label = Path(model).name or model
-        row, scores = _rerank_row(f"+ CrossEncoderRanker ({label})", ranker, queries, candidates, first_ms, options)
+        row, scores = _rerank_row(
+            f"+ CrossEncoderRanker ({label})", ranker, reranked_queries, candidates, first_ms, options
+        )
         rows.append(row)
         if model == options.models[0]:
             row.note = _check_pipeline(query_pipeline, stage, queries[:3], row)
         if options.fusion is not None:
-            rows.append(_fusion_row(f"+ {label} with {options.fusion} fusion", row, scores, candidates, options))
+            reranked_candidates = {q: candidates[q] for q, _ in reranked_queries}
+            rows.append(
+                _fusion_row(f"+ {label} with {options.fusion} fusion", row, scores, reranked_candidates, options)
+            )
         if options.peer:
-            subset = queries[: options.peer_queries]
-            rows.append(_subset_row(row, [q for q, _ in subset]))
+            subset = reranked_queries[: options.peer_queries]
+            rows.append(_subset_row(row, [q for q, _ in subset], "same queries as the peer row"))
             rows.append(_peer_row(model, label, subset, candidates, first_ms, options))
 
     table = [row.summary(data.qrels) for row in rows]
@@ -152,7 +161,8 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         "rows": table,
     }
     if options.plot:
-        result["plot"] = plot_depths(options, rows[1], queries, candidates, data.qrels, ranker_template)
+        reranked_row = next(r for r in rows if r.name.startswith("+ CrossEncoderRanker"))
+        result["plot"] = plot_depths(options, reranked_row, reranked_queries, candidates, data.qrels, ranker_template)
     return result
 
 
@@ -305,18 +315,18 @@ def _fusion_row(
     return Row(name, rankings, reranked.latencies_ms, reranked.pairs, reranked.rerank_seconds, 0.0, note)
 
 
-def _subset_row(row: Row, query_ids: list[str]) -> Row:
+def _subset_row(row: Row, query_ids: list[str], note: str) -> Row:
     keep = set(query_ids)
     positions = [i for i, q in enumerate(row.rankings) if q in keep]
     share = len(positions) / max(len(row.rankings), 1)
     return Row(
-        f"{row.name} [peer subset]",
+        f"{row.name} [{len(query_ids)}-query subset]",
         {q: row.rankings[q] for q in query_ids},
         [row.latencies_ms[i] for i in positions],
         round(row.pairs * share),
         row.rerank_seconds * share,
         row.wall_seconds * share,
-        "same queries as the peer row",
+        note,
     )
 
 
@@ -376,10 +386,10 @@ def plot_depths(
     for depth in depths:
         rankings = {}
         for query_id, _ in queries:
-            ids = [d.id for d in candidates[query_id][:depth]]
+            ids = [d.id for d in candidates[query_id][:depth]]  # `queries`: the reranked ones
             position = {doc_id: i for i, doc_id in enumerate(reranked.rankings[query_id])}
             rankings[query_id] = sorted(ids, key=lambda i: position[i])
-        ndcg = evaluate_rankings(qrels, rankings)["ndcg@10"]
+        ndcg = evaluate_rankings({q: qrels[q] for q in rankings}, rankings)["ndcg@10"]
         times = []
         for query_id, text in sample:
             t0 = time.perf_counter()

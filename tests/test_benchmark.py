@@ -56,7 +56,7 @@ def test_bm25_benchmark_end_to_end_with_peer_and_fusion(tmp_path: Path, tiny_mod
     assert names[0] == "bm25"
     assert names[1].startswith("+ CrossEncoderRanker (")
     assert names[2].startswith("+ ") and "minmax fusion" in names[2]
-    assert names[3].endswith("[peer subset]") and names[4].startswith("+ SentenceTransformersSimilarityRanker")
+    assert names[3].endswith("[2-query subset]") and names[4].startswith("+ SentenceTransformersSimilarityRanker")
     assert rows[names[0]]["queries"] == 4 and rows[names[3]]["queries"] == rows[names[4]]["queries"] == 2
     # BM25 finds each query's one relevant document first here
     assert rows["bm25"]["ndcg@10"] == pytest.approx(1.0) and rows["bm25"]["mrr@10"] == pytest.approx(1.0)

@@ -16,6 +16,7 @@ def write_model_card(folder: Path, facts: dict[str, Any]) -> None:
         training data), `loss` (its name) and `evaluation` (a description of the evaluation data).
     """
     config = facts["config"]
+    name = str(facts.get("name", folder.name))
     metrics = facts["final_metrics"]
     task = config.get("task", "sts")
     pipeline_tag = "text-ranking"
@@ -27,7 +28,7 @@ def write_model_card(folder: Path, facts: dict[str, Any]) -> None:
         "tags: [sentence-transformers, cross-encoder, reranker, haystack]",
         "---",
         "",
-        f"# Cross-encoder: {Path(str(facts.get('name', folder.name))).name}",
+        f"# Cross-encoder: {name}",
         "",
         f"A cross-encoder fine-tuned from `{config['base_model']}` with haystack-crossrerank "
         f"(task: {task}). It outputs one logit per (text, text) pair; the sigmoid of it is the score.",
@@ -44,12 +45,12 @@ def write_model_card(folder: Path, facts: dict[str, Any]) -> None:
         "from haystack import Document",
         "from haystack_crossrerank import CrossEncoderRanker",
         "",
-        f'ranker = CrossEncoderRanker(model="{folder.name}")',
+        f'ranker = CrossEncoderRanker(model="{name}")',
         'print(ranker.run(query="A man is eating food.", documents=[Document(content="A man eats.")]))',
         "",
         "# or with sentence-transformers",
         "from sentence_transformers import CrossEncoder",
-        f'print(CrossEncoder("{folder.name}").predict([("A man is eating food.", "A man eats.")]))',
+        f'print(CrossEncoder("{name}").predict([("A man is eating food.", "A man eats.")]))',
         "```",
         "",
         f"## Evaluation (final model, {facts.get('final_precision', 'fp32')})",

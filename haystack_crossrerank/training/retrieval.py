@@ -236,12 +236,14 @@ def train_retrieval(config: TrainConfig, options: RetrievalOptions) -> TrainResu
     if options.train_limit is not None:
         train_ids = train_ids[: options.train_limit]
     examples, stats = mine_examples(data, train_ids, options, config.seed)
+    validation_candidates = bm25_candidates_for(data, validation_ids, options.eval_depth)
     validation = RerankEvaluator(
-        data,
-        bm25_candidates_for(data, validation_ids, options.eval_depth),
-        name="retrieval-validation",
-        max_length=options.max_length,
+        data, validation_candidates, name="retrieval-validation", max_length=options.max_length
     )
+    first_stage = evaluate_rankings(
+        {q: data.qrels[q] for q in validation_ids}, {q: [d for d, _ in v] for q, v in validation_candidates.items()}
+    )
+    logger.info("BM25 alone on the validation queries: nDCG@10 %.4f", first_stage["ndcg@10"])
     finals: list[Any] = []
     if options.eval_test:
         test = load_beir(options.data_dir, "test", dataset=options.dataset)
@@ -256,6 +258,7 @@ def train_retrieval(config: TrainConfig, options: RetrievalOptions) -> TrainResu
             "training queries": len(train_ids),
             "validation queries": f"{len(validation_ids)} held-out training queries, BM25 top {options.eval_depth}",
             "max_length": options.max_length,
+            "BM25 alone on the validation queries (nDCG@10)": round(first_stage["ndcg@10"], 4),
         }
     )
 

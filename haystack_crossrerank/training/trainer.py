@@ -315,6 +315,7 @@ def train_cross_encoder(
         shutil.rmtree(staging)
     _save_model_folder(model, tokenizer, staging)
     facts = {
+        "name": output.name,  # the card is written in the staging folder, but names the final one
         "config": asdict(config),
         "precision": precision,
         "train_seconds": train_seconds,
