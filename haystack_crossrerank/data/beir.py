@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.data.jsonl import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,11 @@ def load_beir(data_dir: str | Path, split: str = "test", *, dataset: str = "scif
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"'{qrels_path}' does not exist; splits available: {available}")
     corpus = {}
-    for line_number, row in _jsonl(corpus_path):
+    for line_number, row in iter_jsonl(corpus_path):
         doc_id = _field(row, "_id", corpus_path, line_number)
         corpus[doc_id] = {"title": str(row.get("title") or ""), "text": _field(row, "text", corpus_path, line_number)}
     all_queries = {}
-    for line_number, row in _jsonl(folder / "queries.jsonl"):
+    for line_number, row in iter_jsonl(folder / "queries.jsonl"):
         all_queries[_field(row, "_id", folder / "queries.jsonl", line_number)] = _field(
             row, "text", folder / "queries.jsonl", line_number
         )
@@ -117,22 +116,6 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not qrels:
         raise ValueError(f"{path}: no judgments found")
     return qrels
-
-
-def _jsonl(path: Path) -> Any:
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    handle: IO[str]
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object, but got {type(row).__name__}")
-            yield line_number, row
 
 
 def _field(row: dict[str, Any], name: str, path: Path, line_number: int) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.data.jsonl import iter_jsonl
 from haystack_crossrerank.paths import data_dir
 
 STSB_HUB_ID = "sentence-transformers/stsb"
@@ -136,7 +136,7 @@ def load_pair_file(path: str | Path, *, score_range: tuple[float, float] = (0.0,
     if suffix in (".csv", ".tsv"):
         rows = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
     elif suffix in (".jsonl", ".json"):
-        rows = _read_jsonl(path)
+        rows = list(iter_jsonl(path))
     else:
         raise ValueError(f"pair file '{path}' must end in .csv, .tsv or .jsonl, but got '{suffix}'")
     s1: list[str] = []
@@ -160,22 +160,6 @@ def _read_delimited(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         return [(reader.line_num, dict(row)) for row in reader]
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object, but got {type(row).__name__}")
-            rows.append((line_number, row))
-    return rows
 
 
 def _check_texts(first: Any, second: Any, path: Path, line_number: int) -> tuple[str, str]:
