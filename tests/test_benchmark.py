@@ -9,7 +9,6 @@ import pytest
 
 from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
 from haystack_crossrerank.cli import main
-from haystack_crossrerank.evaluation import evaluate_rankings
 
 DOCS = {
     "d1": ("paris", "paris is the capital of france ."),
@@ -71,7 +70,7 @@ def test_bm25_benchmark_end_to_end_with_peer_and_fusion(tmp_path: Path, tiny_mod
     assert points[0]["ndcg@10"] == rows[names[1]]["ndcg@10"]  # at full depth, the plot is the reranked row
 
 
-def test_ranking_metrics_of_the_first_stage_row_are_the_librarys(tmp_path: Path, tiny_model: Path) -> None:
+def test_bench_rows_report_every_metric_and_timing_column(tmp_path: Path, tiny_model: Path) -> None:
     data = write_corpus(tmp_path / "toy")
     result = run_benchmark(
         BenchOptions(
@@ -80,7 +79,6 @@ def test_ranking_metrics_of_the_first_stage_row_are_the_librarys(tmp_path: Path,
     )
     bm25 = result["rows"][0]
     assert set(bm25) >= {"ndcg@10", "mrr@10", "recall@100", "map@100", "ms_p50", "ms_p95", "wall_s"}
-    assert evaluate_rankings({"q": {"a": 1}}, {"q": ["b", "a"]})["mrr@10"] == pytest.approx(0.5)
 
 
 def test_cli_eval_sts_writes_json(tmp_path: Path, tiny_model: Path) -> None:

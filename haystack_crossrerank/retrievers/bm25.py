@@ -63,7 +63,9 @@ class BM25sRetriever:
             raise TypeError(
                 f"`document_store` must be an InMemoryDocumentStore, but got {type(document_store).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise TypeError(f"`top_k` must be an int, but got {type(top_k).__name__} {top_k!r}")
+        if top_k <= 0:
             raise ValueError(f"`top_k` must be an int > 0, but got {top_k!r}")
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, but got k1={k1}, b={b}")

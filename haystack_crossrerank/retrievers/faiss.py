@@ -53,7 +53,9 @@ class FaissEmbeddingRetriever:
             raise TypeError(
                 f"`document_store` must be an InMemoryDocumentStore, but got {type(document_store).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise TypeError(f"`top_k` must be an int, but got {type(top_k).__name__} {top_k!r}")
+        if top_k <= 0:
             raise ValueError(f"`top_k` must be an int > 0, but got {top_k!r}")
         self.document_store = document_store
         self.top_k = top_k
