@@ -16,11 +16,22 @@ from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
+from haystack_crossrerank.passages import (
+    AGGREGATIONS,
+    META_PLACEMENTS,
+    PASSAGE_MODES,
+    Passage,
+    aggregate,
+    document_passages,
+)
 from haystack_crossrerank.scoring import PRECISIONS, CrossEncoderScorer, sigmoid
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "tomaarsen/reranker-distilroberta-base-stsb"
+# Keys of the returned Documents' `meta` that hold the best passage and its score (passage modes only).
+PASSAGE_META_KEY = "crossrerank_passage"
+PASSAGE_SCORE_META_KEY = "crossrerank_passage_score"
 
 
 @component
@@ -76,6 +87,13 @@ class CrossEncoderRanker:
         fusion: str | None = None,
         fusion_weight: float = 0.5,
         max_batch_tokens: int | None = None,
+        passages: str = "document",
+        meta_placement: str = "passage",
+        aggregation: str = "max",
+        aggregation_weight: float = 0.5,
+        window_size: int = 3,
+        window_stride: int = 2,
+        max_passages: int | None = None,
     ) -> None:
         """
         Create the ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
@@ -103,6 +121,18 @@ class CrossEncoderRanker:
             (weighted reciprocal-rank fusion).
         :param fusion_weight: The cross-encoder's weight in [0, 1]; the retriever's is `1 - fusion_weight`.
         :param max_batch_tokens: If set, batches also hold at most this many padded tokens.
+        :param passages: What one score is computed on: `"document"` (the whole text, cut at the model's
+            limit), `"sentences"` (each sentence) or `"windows"` (`window_size` sentences, moving by
+            `window_stride`). Passage scores are combined by `aggregation`; models trained on sentence pairs
+            (STS) need `"sentences"`.
+        :param meta_placement: In the passage modes, whether the values of `meta_fields_to_embed` (a title) are
+            a passage of their own, first (`"passage"`), or put before every passage (`"prefix"`).
+        :param aggregation: How passage scores make the document's score: `"max"`, `"first"`, `"mean"`,
+            `"max_mean"` or `"max_first"` (see :func:`haystack_crossrerank.passages.aggregate`).
+        :param aggregation_weight: The weight of the mean or of the first passage in the blends, in [0, 1].
+        :param window_size: Sentences per window (`passages="windows"`).
+        :param window_stride: Sentences the window moves (`passages="windows"`).
+        :param max_passages: Score at most the first this many passages of each document (a cost bound).
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
@@ -141,6 +171,16 @@ class CrossEncoderRanker:
         _check_number("fusion_weight", fusion_weight)
         if not 0.0 <= fusion_weight <= 1.0:
             raise ValueError(f"`fusion_weight` must be in [0, 1], but got {fusion_weight}")
+        _check_choice("passages", passages, PASSAGE_MODES)
+        _check_choice("meta_placement", meta_placement, META_PLACEMENTS)
+        _check_choice("aggregation", aggregation, AGGREGATIONS)
+        _check_number("aggregation_weight", aggregation_weight)
+        if not 0.0 <= aggregation_weight <= 1.0:
+            raise ValueError(f"`aggregation_weight` must be in [0, 1], but got {aggregation_weight}")
+        _check_int("window_size", window_size, minimum=1)
+        _check_int("window_stride", window_stride, minimum=1)
+        if max_passages is not None:
+            _check_int("max_passages", max_passages, minimum=1)
         for name, kwargs in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs)):
             if kwargs is not None and not isinstance(kwargs, dict):
                 raise TypeError(f"`{name}` must be a dict or None, but got {type(kwargs).__name__}")
@@ -166,6 +206,13 @@ class CrossEncoderRanker:
         self.fusion = fusion
         self.fusion_weight = float(fusion_weight)
         self.max_batch_tokens = max_batch_tokens
+        self.passages = passages
+        self.meta_placement = meta_placement
+        self.aggregation = aggregation
+        self.aggregation_weight = float(aggregation_weight)
+        self.window_size = window_size
+        self.window_stride = window_stride
+        self.max_passages = max_passages
         self._scorer: CrossEncoderScorer | None = None
 
     def _get_telemetry_data(self) -> dict[str, Any]:
@@ -224,6 +271,13 @@ class CrossEncoderRanker:
             fusion=self.fusion,
             fusion_weight=self.fusion_weight,
             max_batch_tokens=self.max_batch_tokens,
+            passages=self.passages,
+            meta_placement=self.meta_placement,
+            aggregation=self.aggregation,
+            aggregation_weight=self.aggregation_weight,
+            window_size=self.window_size,
+            window_stride=self.window_stride,
+            max_passages=self.max_passages,
         )
         if data["init_parameters"]["model_kwargs"] is not None:
             serialize_hf_model_kwargs(data["init_parameters"]["model_kwargs"])
@@ -255,44 +309,70 @@ class CrossEncoderRanker:
         top_k: int | None = None,
         scale_score: bool | None = None,
         score_threshold: float | None = None,
+        passages: str | None = None,
+        aggregation: str | None = None,
+        max_passages: int | None = None,
     ) -> dict[str, list[Document]]:
         """
         Rerank `documents` for `query`.
 
         Documents with the same id are scored once: the one with the highest incoming score is kept. A
         Document without text is scored as an empty text (plus any embedded meta fields). The caller's
-        Documents are not changed; the returned ones are copies with the new `score`.
+        Documents are not changed; the returned ones are copies with the new `score`. In the passage modes,
+        each copy's `meta` also holds the best passage (`crossrerank_passage`) and its score
+        (`crossrerank_passage_score`, scaled like `score`, before fusion).
 
         :param query: The query, a non-empty string.
         :param documents: The candidates.
         :param top_k: Overrides `top_k` for this call; must be > 0.
         :param scale_score: Overrides `scale_score` for this call.
         :param score_threshold: Overrides `score_threshold` for this call.
+        :param passages: Overrides `passages` for this call.
+        :param aggregation: Overrides `aggregation` for this call.
+        :param max_passages: Overrides `max_passages` for this call; must be > 0.
         :returns: `{"documents": [...]}`, best first, at most `top_k`.
         :raises TypeError: If `query` is not a string or `documents` is not a list of Documents.
-        :raises ValueError: If `query` is empty or `top_k` is not > 0.
+        :raises ValueError: If `query` is empty, `top_k` is not > 0, or an override has a wrong value.
         """
         top_k, scale_score, score_threshold = self._resolve_overrides(top_k, scale_score, score_threshold)
+        if passages is not None:
+            _check_choice("passages", passages, PASSAGE_MODES)
+        if aggregation is not None:
+            _check_choice("aggregation", aggregation, AGGREGATIONS)
+        if max_passages is not None:
+            _check_int("max_passages", max_passages, minimum=1)
+        mode = passages if passages is not None else self.passages
+        method = aggregation if aggregation is not None else self.aggregation
         _check_inputs(query, documents)
         if not documents:
             return {"documents": []}
-        self.warm_up()
-        assert self._scorer is not None
 
         candidates = deduplicate_documents(documents)
-        prepared_query = self.query_prefix + query + self.query_suffix
-        logits = self._scorer.score([(prepared_query, self.document_text(doc)) for doc in candidates])
-        if scale_score:
-            scores = [sigmoid(logit * self.calibration_factor) for logit in logits]
-        else:
-            scores = list(logits)
+        scored = self.score_passages(query, candidates, passages=mode, max_passages=max_passages)
+        logits, best = [], []
+        for _, passage_logits in scored:
+            value, index = aggregate(passage_logits, method, self.aggregation_weight)
+            logits.append(value)
+            best.append(index)
+        scores = [self._scaled(logit, scale_score) for logit in logits]
         if self.fusion is not None:
             scores = fuse_scores(
                 scores, [doc.score for doc in candidates], method=self.fusion, weight=self.fusion_weight
             )
         # Python's sort is stable: equal scores keep their input order. NaN sorts last.
         order = sorted(range(len(candidates)), key=lambda i: -scores[i] if not math.isnan(scores[i]) else math.inf)
-        ranked = [replace(candidates[i], score=float(scores[i])) for i in order]
+        ranked = []
+        for i in order:
+            doc = candidates[i]
+            if mode != "document":
+                doc_passages, passage_logits = scored[i]
+                meta = {
+                    **doc.meta,
+                    PASSAGE_META_KEY: doc_passages[best[i]].highlight,
+                    PASSAGE_SCORE_META_KEY: self._scaled(passage_logits[best[i]], scale_score),
+                }
+                doc = replace(doc, meta=meta)
+            ranked.append(replace(doc, score=float(scores[i])))
         if score_threshold is not None:
             ranked = [doc for doc in ranked if doc.score is not None and doc.score >= score_threshold]
         return {"documents": ranked[:top_k]}
@@ -305,6 +385,9 @@ class CrossEncoderRanker:
         top_k: int | None = None,
         scale_score: bool | None = None,
         score_threshold: float | None = None,
+        passages: str | None = None,
+        aggregation: str | None = None,
+        max_passages: int | None = None,
     ) -> dict[str, list[Document]]:
         """
         The same as `run`, in a worker thread so that the event loop stays free while the model computes.
@@ -314,6 +397,9 @@ class CrossEncoderRanker:
         :param top_k: Overrides `top_k` for this call; must be > 0.
         :param scale_score: Overrides `scale_score` for this call.
         :param score_threshold: Overrides `score_threshold` for this call.
+        :param passages: Overrides `passages` for this call.
+        :param aggregation: Overrides `aggregation` for this call.
+        :param max_passages: Overrides `max_passages` for this call.
         :returns: `{"documents": [...]}`, best first, at most `top_k`.
         """
         call = functools.partial(
@@ -323,23 +409,92 @@ class CrossEncoderRanker:
             top_k=top_k,
             scale_score=scale_score,
             score_threshold=score_threshold,
+            passages=passages,
+            aggregation=aggregation,
+            max_passages=max_passages,
         )
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    def document_text(self, document: Document) -> str:
+    def score_passages(
+        self,
+        query: str,
+        documents: list[Document],
+        *,
+        passages: str | None = None,
+        max_passages: int | None = None,
+    ) -> list[tuple[list[Passage], list[float]]]:
         """
-        The text that is paired with the query for a Document: prefix, embedded meta values, content, suffix.
+        Cut each Document into passages and score them all against the query, as `run` does before it
+        aggregates: the passages of all Documents go through the scorer in one call (length-sorted batches,
+        the query tokenized once).
+
+        :param query: The query (the ranker's `query_prefix`/`query_suffix` are added here).
+        :param documents: The Documents, in the order the results come back.
+        :param passages: The passage mode; `None` takes the ranker's.
+        :param max_passages: The most passages per Document; `None` takes the ranker's.
+        :returns: Per Document, its passages and their raw logits.
+        """
+        self.warm_up()
+        assert self._scorer is not None
+        per_document = [
+            self.document_passages(
+                doc,
+                passages=passages if passages is not None else self.passages,
+                max_passages=max_passages if max_passages is not None else self.max_passages,
+            )
+            for doc in documents
+        ]
+        prepared_query = self.query_prefix + query + self.query_suffix
+        flat = [
+            (prepared_query, self.document_prefix + p.text + self.document_suffix) for ps in per_document for p in ps
+        ]
+        logits = self._scorer.score(flat)
+        result, position = [], 0
+        for doc_passages in per_document:
+            result.append((doc_passages, logits[position : position + len(doc_passages)]))
+            position += len(doc_passages)
+        return result
+
+    def document_passages(
+        self, document: Document, *, passages: str | None = None, max_passages: int | None = None
+    ) -> list[Passage]:
+        """
+        The passages a Document is scored as (before `document_prefix`/`document_suffix` are added).
 
         :param document: The Document.
-        :returns: The text sent to the model.
+        :param passages: The passage mode; `None` takes the ranker's.
+        :param max_passages: The most passages; `None` takes the ranker's.
+        :returns: At least one passage.
         """
         meta_values = [
             str(document.meta[key])
             for key in self.meta_fields_to_embed
             if key in document.meta and document.meta[key] is not None
         ]
-        body = self.embedding_separator.join([*meta_values, document.content or ""])
-        return self.document_prefix + body + self.document_suffix
+        return document_passages(
+            document.content or "",
+            self.embedding_separator.join(meta_values),
+            mode=passages if passages is not None else self.passages,
+            meta_placement=self.meta_placement,
+            separator=self.embedding_separator,
+            window_size=self.window_size,
+            window_stride=self.window_stride,
+            max_passages=max_passages if max_passages is not None else self.max_passages,
+        )
+
+    def document_text(self, document: Document) -> str:
+        """
+        The text that is paired with the query for a whole Document (`passages="document"`): prefix, embedded
+        meta values, content, suffix.
+
+        :param document: The Document.
+        :returns: The text sent to the model.
+        """
+        (whole,) = self.document_passages(document, passages="document")
+        return self.document_prefix + whole.text + self.document_suffix
+
+    def _scaled(self, logit: float, scale_score: bool) -> float:
+        return sigmoid(logit * self.calibration_factor) if scale_score else float(logit)
 
     def _resolve_overrides(
         self, top_k: int | None, scale_score: bool | None, score_threshold: float | None
@@ -402,3 +557,10 @@ def _check_number(name: str, value: Any) -> None:
         raise TypeError(f"`{name}` must be a number, but got {type(value).__name__} {value!r}")
     if math.isnan(value):
         raise ValueError(f"`{name}` must be a number, but got NaN")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be one of {list(choices)}, but got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, but got {value!r}")

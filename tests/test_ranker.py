@@ -273,6 +273,13 @@ def test_to_dict_covers_every_init_parameter_with_defaults() -> None:
             "fusion": None,
             "fusion_weight": 0.5,
             "max_batch_tokens": None,
+            "passages": "document",
+            "meta_placement": "passage",
+            "aggregation": "max",
+            "aggregation_weight": 0.5,
+            "window_size": 3,
+            "window_stride": 2,
+            "max_passages": None,
         },
     }
 
@@ -302,6 +309,13 @@ def test_from_dict_round_trips_every_custom_parameter() -> None:
         fusion="rrf",
         fusion_weight=0.7,
         max_batch_tokens=4096,
+        passages="windows",
+        meta_placement="prefix",
+        aggregation="max_first",
+        aggregation_weight=0.25,
+        window_size=4,
+        window_stride=1,
+        max_passages=7,
     )
     data = ranker.to_dict()
     assert data["init_parameters"]["model_kwargs"] == {"torch_dtype": "torch.float16"}
@@ -311,6 +325,9 @@ def test_from_dict_round_trips_every_custom_parameter() -> None:
     assert restored.model_kwargs == {"torch_dtype": torch.float16}
     assert restored.device == ComponentDevice.from_str("cpu")
     assert restored.score_threshold == 0.0 and restored.scale_score is False
+    assert (restored.passages, restored.meta_placement, restored.aggregation) == ("windows", "prefix", "max_first")
+    assert (restored.aggregation_weight, restored.window_size, restored.window_stride) == (0.25, 4, 1)
+    assert restored.max_passages == 7
 
 
 def bm25_pipeline(model: str) -> Pipeline:
