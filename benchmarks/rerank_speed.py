@@ -165,7 +165,7 @@ def main() -> None:
         Path(out).write_text(json.dumps(run_row(row, args.model, payload)))
         return
 
-    from haystack_crossrerank.benchmark import bm25_candidates
+    from haystack_crossrerank.first_stage import bm25_candidates
     from haystack_crossrerank.paths import default_model_dir
 
     model = args.model or str(default_model_dir())

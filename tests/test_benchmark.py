@@ -36,14 +36,16 @@ def write_corpus(folder: Path) -> Path:
     return folder
 
 
-def test_bm25_benchmark_end_to_end_with_peer_and_fusion(tmp_path: Path, tiny_model: Path) -> None:
+def test_bm25_benchmark_end_to_end_with_both_modes_fusion_and_peer(tmp_path: Path, tiny_model: Path) -> None:
     data = write_corpus(tmp_path / "toy")
     options = BenchOptions(
         data_dir=str(data),
         first_stage="bm25",
         depth=5,
         models=[str(tiny_model)],
+        passages=["document", "sentences"],
         fusion="minmax",
+        fusion_weight=0.5,
         peer_queries=2,
         precision="fp32",
         plot=str(tmp_path / "depth.png"),
@@ -52,22 +54,50 @@ def test_bm25_benchmark_end_to_end_with_peer_and_fusion(tmp_path: Path, tiny_mod
     result = run_benchmark(options)
     rows = {r["row"]: r for r in result["rows"]}
     names = list(rows)
-    assert names[0] == "bm25"
-    assert names[1].startswith("+ CrossEncoderRanker (")
-    assert names[2].startswith("+ ") and "minmax fusion" in names[2]
-    assert names[3].endswith("[2-query subset]") and names[4].startswith("+ SentenceTransformersSimilarityRanker")
+    label = tiny_model.name
+    assert names == [
+        "bm25",
+        f"+ CrossEncoderRanker ({label}, document)",
+        f"+ {label}, document, minmax fusion",
+        f"+ CrossEncoderRanker ({label}, document) [2-query subset]",
+        f"+ SentenceTransformersSimilarityRanker ({label})",
+        f"+ CrossEncoderRanker ({label}, sentences)",
+        f"+ {label}, sentences, minmax fusion",
+    ]
     assert rows[names[0]]["queries"] == 4 and rows[names[3]]["queries"] == rows[names[4]]["queries"] == 2
     # BM25 finds each query's one relevant document first here
     assert rows["bm25"]["ndcg@10"] == pytest.approx(1.0) and rows["bm25"]["mrr@10"] == pytest.approx(1.0)
     # same model, same candidates: our ranker and the peer rank the subset identically
     for metric in ("ndcg@10", "mrr@10", "map@100"):
         assert rows[names[3]][metric] == pytest.approx(rows[names[4]][metric], abs=1e-4)
-    assert rows[names[1]]["pairs_per_s"] > 0
-    assert "YAML pipeline checked" in rows[names[1]]["note"]
+    assert rows[names[1]]["pairs_per_s"] > 0 and rows[names[5]]["pairs_per_s"] > 0
     assert Path(result["plot"]["path"]).stat().st_size > 0
     points = result["plot"]["points"]
-    assert [p["depth"] for p in points] == [5]  # the plot's depths (10, 20, 50, 100) below 5, then 5 itself
-    assert points[0]["ndcg@10"] == rows[names[1]]["ndcg@10"]  # at full depth, the plot is the reranked row
+    assert set(points) == {"document", "sentences"}
+    for mode, row, fused in (("document", names[1], names[2]), ("sentences", names[5], names[6])):
+        assert [p["depth"] for p in points[mode]] == [5]  # the plot's depths (10, 20, 50, 100) below 5, then 5
+        assert points[mode][0]["ndcg@10"] == rows[row]["ndcg@10"]  # at full depth, the plot is the row
+        assert points[mode][0]["ndcg@10_fused"] == rows[fused]["ndcg@10"]
+
+
+def test_bench_checks_the_shipped_pipeline_on_fewer_reranked_queries_than_three(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    data = write_corpus(tmp_path / "toy")
+    result = run_benchmark(
+        BenchOptions(
+            data_dir=str(data),
+            depth=4,
+            models=[str(tiny_model)],
+            peer=False,
+            precision="fp32",
+            rerank_queries=1,
+            show_progress=False,
+        )
+    )
+    checked = [r for r in result["rows"] if "shipped YAML pipeline gives this ranking" in r["note"]]
+    assert len(checked) == 1 and "(1 queries checked)" in checked[0]["note"]
+    assert all(r["queries"] == 1 for r in result["rows"][1:])
 
 
 def test_bench_rows_report_every_metric_and_timing_column(tmp_path: Path, tiny_model: Path) -> None:
@@ -117,6 +147,9 @@ def test_cli_bench_on_a_toy_corpus(tmp_path: Path, tiny_model: Path) -> None:
             "--depth",
             "4",
             "--no-peer",
+            "--passages",
+            "document",
+            "sentences",
             "--precision",
             "fp32",
             "--json",
@@ -125,4 +158,8 @@ def test_cli_bench_on_a_toy_corpus(tmp_path: Path, tiny_model: Path) -> None:
     )
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["row"] for r in rows][:1] == ["bm25"] and len(rows) == 2
+    assert [r["row"] for r in rows][:1] == ["bm25"]
+    assert {r["row"].split(", ")[-1].rstrip(")") for r in rows if r["row"].startswith("+ CrossEncoderRanker")} == {
+        "document",
+        "sentences",
+    }

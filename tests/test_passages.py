@@ -117,7 +117,13 @@ def test_bad_mode_and_placement_raise() -> None:
 # ---------------------------------------------------------------- aggregation
 @pytest.mark.parametrize(
     ("method", "expected"),
-    [("max", 3.0), ("first", 1.0), ("mean", 2.0), ("max_mean", 0.75 * 3.0 + 0.25 * 2.0), ("max_first", 0.5 * 3.0 + 0.5 * 1.0)],
+    [
+        ("max", 3.0),
+        ("first", 1.0),
+        ("mean", 2.0),
+        ("max_mean", 0.75 * 3.0 + 0.25 * 2.0),
+        ("max_first", 0.5 * 3.0 + 0.5 * 1.0),
+    ],
 )
 def test_aggregate_methods(method: str, expected: float) -> None:
     value, best = aggregate([1.0, 3.0, 2.0], method, 0.25 if method == "max_mean" else 0.5)

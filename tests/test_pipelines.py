@@ -10,7 +10,7 @@ from haystack.core.errors import DeserializationError
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank import CrossEncoderRanker, load_pipeline
-from haystack_crossrerank.benchmark import STORE_INDEX
+from haystack_crossrerank.first_stage import STORE_INDEX
 from haystack_crossrerank.pipelines import PIPELINES_DIR, pipeline_path
 from haystack_crossrerank.retrievers import BM25sRetriever, FaissEmbeddingRetriever
 
