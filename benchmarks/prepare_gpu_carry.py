@@ -26,8 +26,8 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from haystack_crossrerank.cli import offline_base_model
     from haystack_crossrerank.first_stage import bm25_candidates
+    from haystack_crossrerank.offline import offline_base_model
 
     out = Path(args.out)
     if out.exists():

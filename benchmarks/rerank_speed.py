@@ -166,9 +166,9 @@ def main() -> None:
         return
 
     from haystack_crossrerank.first_stage import bm25_candidates
-    from haystack_crossrerank.paths import default_model_dir
+    from haystack_crossrerank.offline import built_model_dir
 
-    model = args.model or str(default_model_dir())
+    model = args.model or str(built_model_dir("minilm"))
     if not (Path(model) / "config.json").is_file() and Path(model).exists() is False:
         sys.exit(f"model {model} not found: run `crossrerank build-model` or pass --model")
     data, found = bm25_candidates(args.data_dir, queries=args.queries, depth=100)

@@ -34,7 +34,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from conftest import build_tiny_cross_encoder
 
-    from haystack_crossrerank.cli import offline_base_model
+    from haystack_crossrerank.offline import offline_base_model
     from haystack_crossrerank.scoring import CrossEncoderScorer
 
     pairs = make_pairs(args.pairs)

@@ -122,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from haystack_crossrerank.cli import offline_base_model
+    from haystack_crossrerank.offline import offline_base_model
     from haystack_crossrerank.training.trainer import training_precision
 
     base = args.base_model or offline_base_model()

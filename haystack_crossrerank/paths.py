@@ -35,12 +35,3 @@ def home() -> Path:
     """
     value = os.environ.get(HOME_ENV)
     return Path(value).expanduser() if value else Path.home() / ".cache" / "haystack-crossrerank"
-
-
-def default_model_dir() -> Path:
-    """
-    Where the project's default offline cross-encoder (MiniLM fine-tuned on STS-B) is built.
-
-    :returns: The model folder (it may not exist yet).
-    """
-    return home() / "models" / "minilm-l6-stsb"

