@@ -169,6 +169,7 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
         depths=args.depths,
         precision=args.precision,
         batch_size=args.batch_size,
+        scores_path=args.scores,
     )
     if args.variants:
         options.variants = [_variant(v) for v in args.variants]
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
     tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument(
+        "--scores", help="JSON cache of the passage scores: read if it exists (same queries), else written"
+    )
     tune.add_argument("--json", help="write the choice and the whole grid to this JSON file")
     tune.set_defaults(func=cmd_tune)
 

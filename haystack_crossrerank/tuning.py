@@ -10,6 +10,7 @@ and what is chosen is exactly what the ranker computes. Test queries are never r
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import random
@@ -57,6 +58,10 @@ class TuneOptions:
     aggregation_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     fusions: list[str | None] = field(default_factory=lambda: [None, *FUSION_METHODS])
     fusion_weights: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
+    # max_passages values tried: the first k passages are a prefix of all of them, so no extra scoring.
+    max_passages: list[int | None] = field(default_factory=lambda: [None, 4, 8])
+    # If set: passage scores are read from this JSON file when it exists, else written to it after scoring.
+    scores_path: str | None = None
     precision: str = "auto"
     batch_size: int = 32
     embedder_model: str | None = None
@@ -73,6 +78,7 @@ class Setting:
     aggregation_weight: float
     fusion: str | None
     fusion_weight: float
+    max_passages: int | None
     depth: int
 
     def ranker_settings(self) -> dict[str, Any]:
@@ -130,7 +136,12 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
     assert isinstance(template, CrossEncoderRanker)
     passage_logits: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     timing: dict[str, float] = {}
+    saved = _load_scores(options.scores_path)
     for mode, placement in options.variants:
+        if f"{mode}/{placement}" in saved and all(q in saved[f"{mode}/{placement}"] for q in query_ids):
+            passage_logits[(mode, placement)] = saved[f"{mode}/{placement}"]
+            logger.info("Passage scores of %s/%s read from %s", mode, placement, options.scores_path)
+            continue
         ranker = _variant_ranker(template, options, mode, placement)
         start = time.perf_counter()
         table: dict[str, dict[str, list[float]]] = {}
@@ -139,6 +150,8 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
             table[q] = {doc.id: logits for doc, (_, logits) in zip(union[q], scored, strict=True)}
         passage_logits[(mode, placement)] = table
         timing[f"{mode}/{placement}"] = round(time.perf_counter() - start, 1)
+    if options.scores_path and not saved:
+        _save_scores(options.scores_path, passage_logits)
 
     result: dict[str, Any] = {
         "settings": {k: v for k, v in asdict(options).items() if k != "show_progress"},
@@ -191,8 +204,11 @@ def _grid(options: TuneOptions) -> list[Setting]:
         fusions: list[tuple[str | None, float]] = []
         for fusion in options.fusions:
             fusions.extend((fusion, w) for w in (options.fusion_weights if fusion else [0.5]))
-        for (method, a_weight), (fusion, f_weight), depth in itertools.product(aggregations, fusions, options.depths):
-            settings.append(Setting(mode, placement, method, a_weight, fusion, f_weight, depth))
+        caps = options.max_passages if mode != "document" else [None]
+        for (method, a_weight), (fusion, f_weight), cap, depth in itertools.product(
+            aggregations, fusions, caps, options.depths
+        ):
+            settings.append(Setting(mode, placement, method, a_weight, fusion, f_weight, cap, depth))
     return settings
 
 
@@ -206,7 +222,10 @@ def _evaluate(
     table = passage_logits[(setting.passages, setting.meta_placement)]
     rankings = {}
     for q, docs in candidates.items():
-        scores = [sigmoid(aggregate(table[q][d.id], setting.aggregation, setting.aggregation_weight)[0]) for d in docs]
+        cap = setting.max_passages
+        scores = [
+            sigmoid(aggregate(table[q][d.id][:cap], setting.aggregation, setting.aggregation_weight)[0]) for d in docs
+        ]
         if setting.fusion is not None:
             scores = fuse_scores(scores, [d.score for d in docs], method=setting.fusion, weight=setting.fusion_weight)
         order = sorted(range(len(docs)), key=lambda i: -scores[i] if not math.isnan(scores[i]) else math.inf)
@@ -215,8 +234,23 @@ def _evaluate(
 
 
 def _best(grid: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest nDCG@10; among equals, the smaller depth (cheaper), then the grid's order."""
-    return max(grid, key=lambda g: (g["ndcg@10"], -g["depth"]))
+    """The highest nDCG@10; among equals, the cheaper: smaller depth, then fewer passages, then the grid's order."""
+    return max(grid, key=lambda g: (g["ndcg@10"], -g["depth"], -(g["max_passages"] or 1_000_000)))
+
+
+def _load_scores(path: str | None) -> dict[str, dict[str, dict[str, list[float]]]]:
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return dict(json.load(handle))
+    except FileNotFoundError:
+        return {}
+
+
+def _save_scores(path: str, scores: dict[tuple[str, str], dict[str, dict[str, list[float]]]]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({f"{mode}/{placement}": table for (mode, placement), table in scores.items()}, handle)
 
 
 def _ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
@@ -227,7 +261,16 @@ def _print_grid(
     stage: str, baseline: float, grid: list[dict[str, Any]], best: dict[str, Any], best_alone: dict[str, Any], n: int
 ) -> None:
     print(f"\n{stage}: {n} training queries, first stage alone nDCG@10 {baseline:.4f} (at the largest depth)")
-    columns = ["passages", "meta_placement", "aggregation", "aggregation_weight", "fusion", "fusion_weight", "depth"]
+    columns = [
+        "passages",
+        "meta_placement",
+        "aggregation",
+        "aggregation_weight",
+        "fusion",
+        "fusion_weight",
+        "max_passages",
+        "depth",
+    ]
     header = "  ".join(f"{c:<14}" for c in [*columns, "ndcg@10"])
     print("best per passage variant and fusion method:")
     print(header)

@@ -41,8 +41,9 @@ def test_tune_reports_every_setting_and_its_choice_matches_the_ranker(tmp_path: 
     assert result["queries"] == 2
     bm25 = result["first_stages"]["bm25"]
     grid = bm25["grid"]
-    # document: 1 aggregation; the three passage variants: 3; fusion: none + 3 methods x 2 weights; 2 depths
-    assert len(grid) == (1 + 3 * 3) * (1 + 3 * 2) * 2
+    # document: 1 aggregation, no cap; the three passage variants: 3 aggregations x 3 caps (None, 4, 8);
+    # fusion: none + 3 methods x 2 weights; 2 depths
+    assert len(grid) == (1 + 3 * 3 * 3) * (1 + 3 * 2) * 2
     choice = bm25["choice"]
     assert choice["ndcg@10"] == max(g["ndcg@10"] for g in grid)
     assert bm25["choice_without_fusion"]["fusion"] is None
@@ -56,7 +57,9 @@ def test_tune_reports_every_setting_and_its_choice_matches_the_ranker(tmp_path: 
     stage = first_stage("bm25")
     index_corpus(beir, stage.indexing)
     pipeline = query_pipeline(stage, choice["depth"])
-    settings = {k: choice[k] for k in ("passages", "meta_placement", "aggregation", "aggregation_weight")}
+    settings = {
+        k: choice[k] for k in ("passages", "meta_placement", "aggregation", "aggregation_weight", "max_passages")
+    }
     ranker = CrossEncoderRanker(
         model=str(tiny_model),
         precision="fp32",
@@ -96,3 +99,18 @@ def test_cli_tune_rejects_bad_depths(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["tune", "--depths", "10,x"])
     assert "expected comma-separated integers such as 10,20,50, but got '10,x'" in capsys.readouterr().err
+
+
+def test_tune_reuses_saved_passage_scores(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_train_split(tmp_path / "toy")
+    cache = tmp_path / "scores.json"
+    first = run_tuning(small_options(data, tiny_model, scores_path=str(cache)))
+    assert cache.is_file() and set(json.loads(cache.read_text())) == {
+        "document/passage",
+        "sentences/passage",
+        "sentences/prefix",
+        "windows/passage",
+    }
+    again = run_tuning(small_options(data, Path("not/loaded"), scores_path=str(cache)))
+    assert again["scoring_seconds"] == {}  # nothing scored: the model was never loaded
+    assert again["first_stages"]["bm25"]["grid"] == first["first_stages"]["bm25"]["grid"]
