@@ -7,8 +7,9 @@
    and on CUDA in fp32, fp16 and bf16: Spearman against the CPU scores, and pairs/s.
 3. Reranks BM25 top-100 SciFact candidates with our scorer in each precision and with
    `sentence_transformers.CrossEncoder.rank` (the engine of Haystack's SentenceTransformersSimilarityRanker,
-   with that ranker's default batch size 16, and with 32): pairs/s, ms/query p50/p95, and the rankings
-   (nDCG@10 is computed afterwards, off the device, with `benchmarks/gpu_report.py`).
+   with that ranker's default batch size 16, and with 32): pairs/s, ms/query p50/p95, and the rankings,
+   written to `$OUT` (the GPU machine has no qrels; score the rankings against SciFact's qrels off the device
+   with `haystack_crossrerank.evaluation.retrieval.evaluate_rankings`).
 
     python benchmarks/gpu_check.py --carry .devcarry --out "$OUT"
 """

@@ -23,6 +23,7 @@ from haystack_crossrerank.first_stage import (
     offline_embedder,
     query_pipeline,
     retrieve,
+    shipped_depth,
 )
 from haystack_crossrerank.fusion import fuse_scores
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
@@ -350,7 +351,9 @@ def plot_depths(
     from haystack_crossrerank._extras import require
 
     plt = require("matplotlib.pyplot", "bench")
-    depths = [d for d in PLOT_DEPTHS if d < options.depth] + [options.depth]
+    # the plot's fixed depths below the run's, the shipped pipeline's depth, and the run's own
+    shipped = shipped_depth(first_stage(options.first_stage))
+    depths = sorted({d for d in (*PLOT_DEPTHS, shipped) if d < options.depth} | {options.depth})
     sample = queries[: options.plot_queries]
     figure, left = plt.subplots(figsize=(7, 4.5))
     right = left.twinx()

@@ -83,6 +83,19 @@ def first_stage(name: str) -> FirstStage:
     return FIRST_STAGES[name]
 
 
+def shipped_depth(stage: FirstStage) -> int:
+    """
+    The depth the shipped `<stage>_rerank.yaml` retrieves (the `top_k` of its last depth component).
+
+    :param stage: The first stage.
+    :returns: Candidates per query.
+    """
+    import yaml
+
+    data = yaml.safe_load(pipeline_path(f"{stage.name}_rerank").read_text(encoding="utf-8"))
+    return int(data["components"][stage.depth_components[-1]]["init_parameters"]["top_k"])
+
+
 def corpus_documents(data: BeirData) -> list[Document]:
     """
     The corpus as Haystack Documents: the BEIR id, the text as content, the title in `meta["title"]`.
