@@ -129,3 +129,28 @@ def test_bm25_query_with_no_known_term_returns_nothing() -> None:
     store = InMemoryDocumentStore()
     store.write_documents(CORPUS)
     assert BM25sRetriever(document_store=store).run(query="zzzz qqqq")["documents"] == []
+
+
+def test_shipped_query_pipelines_carry_the_tuned_settings() -> None:
+    """The YAML files say what `crossrerank tune` chose on training queries (pipelines/tuning.json), no more."""
+    import json
+
+    import yaml
+
+    from haystack_crossrerank.first_stage import FIRST_STAGES, shipped_depth
+    from haystack_crossrerank.pipelines import PIPELINES_DIR
+
+    tuning = json.loads((PIPELINES_DIR / "tuning.json").read_text())
+    assert set(tuning["first_stages"]) == set(FIRST_STAGES)
+    for name, stage in FIRST_STAGES.items():
+        choice = tuning["first_stages"][name]["choice"]
+        data = yaml.safe_load((PIPELINES_DIR / f"{name}_rerank.yaml").read_text())
+        ranker = data["components"]["ranker"]["init_parameters"]
+        for key in ("passages", "meta_placement", "aggregation", "aggregation_weight", "fusion", "fusion_weight"):
+            assert ranker[key] == choice[key], (name, key)
+        assert ranker["max_passages"] == choice["max_passages"]
+        assert shipped_depth(stage) == choice["depth"]
+        for component in stage.depth_components:
+            assert data["components"][component]["init_parameters"]["top_k"] == choice["depth"], (name, component)
+        # and the choice beat the first stage on those training queries
+        assert choice["ndcg@10"] > tuning["first_stages"][name]["first_stage_ndcg@10"]
