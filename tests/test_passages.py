@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from haystack_crossrerank.passages import (
     split_sentences,
 )
 from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
+from tests.test_ranker import RecordingScorer
+from tests.test_ranker import ranker_with as recording_ranker
 
 
 # ---------------------------------------------------------------- sentence splitting
@@ -146,23 +149,9 @@ def test_aggregate_bad_input_raises() -> None:
 
 
 # ---------------------------------------------------------------- the ranker's passage modes
-class TextScorer:
-    """Scores a pair by a table of passage texts (0.0 for any other text) and records every call."""
-
-    def __init__(self, logits: dict[str, float]) -> None:
-        self.logits = logits
-        self.calls: list[list[tuple[str, str]]] = []
-
-    def score(self, pairs: list[tuple[str, str]], **_: Any) -> list[float]:
-        self.calls.append(list(pairs))
-        return [self.logits.get(text, 0.0) for _, text in pairs]
-
-
-def ranker_with(logits: dict[str, float], **kwargs: Any) -> tuple[CrossEncoderRanker, TextScorer]:
-    ranker = CrossEncoderRanker(model="unused/model", **kwargs)
-    scorer = TextScorer(logits)
-    ranker._scorer = scorer  # type: ignore[assignment]
-    return ranker, scorer
+def ranker_with(logits: dict[str, float], **kwargs: Any) -> tuple[CrossEncoderRanker, RecordingScorer]:
+    """The ranker on a recording scorer; texts missing from `logits` score 0.0."""
+    return recording_ranker(defaultdict(float, logits), **kwargs)
 
 
 DOCS = [
@@ -233,7 +222,7 @@ def test_first_and_blend_aggregations_and_run_overrides() -> None:
         aggregation="max_mean",
         aggregation_weight=0.5,
     )
-    blend._scorer = TextScorer(logits)  # type: ignore[assignment]
+    blend._scorer = RecordingScorer(logits)  # type: ignore[assignment]
     scores = {d.id: d.score for d in blend.run(query="q", documents=DOCS)["documents"]}
     assert scores == {"a": pytest.approx(0.5 * 2.0 + 0.5 * 0.0), "b": pytest.approx(0.5 * 3.0 + 0.5 * 1.0)}
 
