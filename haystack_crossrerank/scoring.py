@@ -404,6 +404,7 @@ class CrossEncoderScorer:
         pairs: Sequence[tuple[str, str]],
         *,
         batch_size: int | None = None,
+        max_length: int | None = None,
         show_progress_bar: bool = False,
     ) -> list[float]:
         """
@@ -411,9 +412,11 @@ class CrossEncoderScorer:
 
         :param pairs: (query, text) pairs of strings.
         :param batch_size: Overrides the scorer's `batch_size` for this call.
+        :param max_length: A lower token limit for this call only (the scorer's own stays as it is).
         :param show_progress_bar: Show a tqdm bar over the batches.
         :returns: One Python float per pair.
         :raises TypeError: If a pair is not two strings.
+        :raises ValueError: If `batch_size` or `max_length` is not > 0.
         """
         _check_pairs(pairs)
         if not pairs:
@@ -421,10 +424,13 @@ class CrossEncoderScorer:
         self.load()
         size = batch_size if batch_size is not None else self.batch_size
         _check_positive_int("batch_size", size)
+        if max_length is not None:
+            _check_positive_int("max_length", max_length)
+        limit = min(self.max_length, max_length) if max_length is not None else self.max_length
         scores = np.empty(len(pairs), dtype=np.float64)
         progress = _progress(len(pairs), show_progress_bar)
         with torch.inference_mode(), self._autocast():
-            for indices, features in self._batches(pairs, size):
+            for indices, features in self._batches(pairs, size, limit):
                 logits = self.model(**features).logits
                 scores[indices] = logits.reshape(-1).float().cpu().numpy()
                 progress.update(len(indices))
@@ -452,7 +458,7 @@ class CrossEncoderScorer:
         """
         _check_pairs(pairs)
         self.load()
-        return self._collate(self._encode_pairs(pairs, {}))
+        return self._collate(self._encode_pairs(pairs, {}, self.max_length))
 
     # ------------------------------------------------------------------ internals
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -463,14 +469,14 @@ class CrossEncoderScorer:
             return torch.autocast(device_type="cpu", dtype=dtype)
         return contextlib.nullcontext()
 
-    def _join(self, query_text: str, query: Any, text: Any) -> Any:
+    def _join(self, query_text: str, query: Any, text: Any, max_length: int) -> Any:
         """
         Join a query and a text encoding into one pair encoding.
 
         The text is cut to fit (`only_second`). If the query alone fills the budget, both sides are cut,
         the longer first (`longest_first`), on a fresh copy of the query since the cached one is shared.
         """
-        budget = self.max_length - self._pair_special_tokens
+        budget = max_length - self._pair_special_tokens
         len_q, len_t = len(query.ids), len(text.ids)
         if len_q + len_t > budget:
             if len_q < budget:
@@ -482,7 +488,7 @@ class CrossEncoderScorer:
                 text.truncate(keep_t)
         return self._backend.post_processor.process(query, text, add_special_tokens=True)
 
-    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], cache: dict[str, Any]) -> list[Any]:
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], cache: dict[str, Any], max_length: int) -> list[Any]:
         """Tokenize each distinct query once (kept in `cache`) and the texts in one call, then join them."""
         texts = self._backend.encode_batch([t for _, t in pairs], add_special_tokens=False)
         joined = []
@@ -490,17 +496,17 @@ class CrossEncoderScorer:
             encoded = cache.get(query)
             if encoded is None:
                 encoded = cache[query] = self._backend.encode(query, add_special_tokens=False)
-            joined.append(self._join(query, encoded, text))
+            joined.append(self._join(query, encoded, text, max_length))
         return joined
 
     def _batches(
-        self, pairs: Sequence[tuple[str, str]], size: int
+        self, pairs: Sequence[tuple[str, str]], size: int, max_length: int
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """Yield (input positions, features) per batch; pairs are tokenized in windows so memory stays bounded."""
         window = max(size * 32, 2048)
         cache: dict[str, Any] = {}
         for start in range(0, len(pairs), window):
-            encodings = self._encode_pairs(pairs[start : start + window], cache)
+            encodings = self._encode_pairs(pairs[start : start + window], cache, max_length)
             lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
             order = np.argsort(-lengths, kind="stable")
             for batch in _split_by_budget(order, lengths, size, self.max_batch_tokens):

@@ -106,7 +106,7 @@ def test_token_budget_batches_hold_at_most_the_budget(tiny_model: Path) -> None:
     plain = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
     pairs = PAIRS * 4
     scorer.load()
-    widths = [(len(idx), feats["input_ids"].shape[1]) for idx, feats in scorer._batches(pairs, 16)]
+    widths = [(len(idx), feats["input_ids"].shape[1]) for idx, feats in scorer._batches(pairs, 16, scorer.max_length)]
     assert sum(n for n, _ in widths) == len(pairs)
     assert all(n * w <= 40 or n == 1 for n, w in widths)
     assert scorer.score(pairs) == pytest.approx(plain.score(pairs), abs=1e-4)
@@ -239,3 +239,37 @@ def test_predict_applies_the_saved_sentence_transformers_activation(tiny_model: 
     assert CrossEncoderScorer(identity, device="cpu").predict(PAIRS[:2]) == pytest.approx(logits)
     sig = CrossEncoderScorer(tiny_model, device="cpu").predict(PAIRS[:2])
     assert sig == pytest.approx([float(torch.sigmoid(torch.tensor(v))) for v in logits], abs=1e-6)
+
+
+def test_a_per_call_max_length_cuts_that_call_only(tiny_model: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
+    long_text = " ".join(["the cat sat on the mat ."] * 10)
+    pairs = [("who sat on the mat ?", long_text)]
+    full = scorer.score(pairs)
+    short = scorer.score(pairs, max_length=16)  # 3 special tokens + 6 of the query leave 7 of the text
+    limit = scorer.max_length
+    assert short == pytest.approx(scorer.score([("who sat on the mat ?", " ".join(long_text.split()[:7]))]), abs=1e-5)
+    assert short != pytest.approx(full, abs=1e-5)
+    assert scorer.max_length == limit and scorer.score(pairs) == pytest.approx(full, abs=1e-6)
+    with pytest.raises(ValueError, match="`max_length` must be > 0, but got 0"):
+        scorer.score(pairs, max_length=0)
+
+
+def test_rerank_evaluator_leaves_the_shared_scorers_limit_alone(tiny_model: Path) -> None:
+    from haystack_crossrerank.data.beir import BeirData
+    from haystack_crossrerank.training.retrieval import RerankEvaluator
+
+    data = BeirData(
+        name="toy",
+        corpus={
+            "d1": {"title": "cats", "text": " ".join(["the cat sat on the mat ."] * 10)},
+            "d2": {"title": "", "text": "a dog"},
+        },
+        queries={"q1": "who sat on the mat ?"},
+        qrels={"q1": {"d1": 1}},
+    )
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
+    scorer.load()
+    limit = scorer.max_length
+    RerankEvaluator(data, {"q1": [("d1", 1.0), ("d2", 0.5)]}, name="v", max_length=16)(scorer)
+    assert scorer.max_length == limit  # a later (test) evaluation runs at the model's own limit

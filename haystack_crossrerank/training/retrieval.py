@@ -200,14 +200,12 @@ class RerankEvaluator:
         return f"{self.name}_ndcg@10"
 
     def __call__(self, scorer: Any, *, extra: dict[str, Any] | None = None) -> dict[str, float]:
-        if self.max_length is not None:
-            scorer.max_length = min(scorer.max_length, self.max_length)
         pairs, owners = [], []
         for query_id, docs in self.candidates.items():
             for doc_id, _ in docs:
                 pairs.append((self.data.queries[query_id], document_text(self.data.corpus[doc_id])))
                 owners.append((query_id, doc_id))
-        scores = scorer.score(pairs)
+        scores = scorer.score(pairs, max_length=self.max_length)  # for this evaluation only
         per_query: dict[str, list[tuple[str, float]]] = {}
         for (query_id, doc_id), score in zip(owners, scores, strict=True):
             per_query.setdefault(query_id, []).append((doc_id, score))
