@@ -27,6 +27,7 @@ from haystack_crossrerank.first_stage import (
 )
 from haystack_crossrerank.fusion import fuse_scores
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
+from haystack_crossrerank.progress import progress
 from haystack_crossrerank.ranker import CrossEncoderRanker
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,9 @@ def _run_first_stage(
     candidates: dict[str, list[Document]] = {}
     latencies = []
     start = time.perf_counter()
-    for query_id, text in _progress(queries, f"{options.first_stage} first stage", options.show_progress):
+    for query_id, text in progress(
+        queries, desc=f"{options.first_stage} first stage", unit="query", enabled=options.show_progress
+    ):
         t0 = time.perf_counter()
         candidates[query_id] = retrieve(pipeline, stage, text, options.depth)
         latencies.append((time.perf_counter() - t0) * 1000)
@@ -247,7 +250,7 @@ def _rerank_row(
     pairs = 0
     rerank_seconds = 0.0
     start = time.perf_counter()
-    for query_id, text in _progress(queries, name, options.show_progress):
+    for query_id, text in progress(queries, desc=name, unit="query", enabled=options.show_progress):
         docs = candidates[query_id]
         t0 = time.perf_counter()
         ranked = ranker.run(query=text, documents=docs)["documents"] if docs else []
@@ -443,11 +446,3 @@ def _percentile(values: Sequence[float], q: float) -> float:
     if len(values) == 1:
         return float(values[0])
     return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
-
-
-def _progress(items: list[Any], desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="query", leave=False)

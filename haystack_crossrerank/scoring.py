@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from haystack_crossrerank.progress import progress
+
 logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
@@ -428,13 +430,13 @@ class CrossEncoderScorer:
             _check_positive_int("max_length", max_length)
         limit = min(self.max_length, max_length) if max_length is not None else self.max_length
         scores = np.empty(len(pairs), dtype=np.float64)
-        progress = _progress(len(pairs), show_progress_bar)
+        bar = progress(desc="Scoring pairs", unit="pair", total=len(pairs), enabled=show_progress_bar)
         with torch.inference_mode(), self._autocast():
             for indices, features in self._batches(pairs, size, limit):
                 logits = self.model(**features).logits
                 scores[indices] = logits.reshape(-1).float().cpu().numpy()
-                progress.update(len(indices))
-        progress.close()
+                bar.update(len(indices))
+        bar.close()
         return [float(s) for s in scores]
 
     def predict(self, pairs: Sequence[tuple[str, str]], *, batch_size: int | None = None) -> list[float]:
@@ -591,24 +593,6 @@ def _check_pairs(pairs: Sequence[tuple[str, str]]) -> None:
             or not isinstance(pair[1], str)
         ):
             raise TypeError(f"pair {position} must be a (query, text) tuple of two strings, but got {pair!r}")
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        """Do nothing."""
-
-    def close(self) -> None:
-        """Do nothing."""
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with transformers; this is a belt-and-braces fallback
-        return _NoProgress()
-    return tqdm(total=total, desc="Scoring pairs", unit="pair")
 
 
 def sigmoid(value: float) -> float:

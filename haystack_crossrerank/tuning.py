@@ -26,6 +26,7 @@ from haystack_crossrerank.first_stage import first_stage, index_corpus, offline_
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
 from haystack_crossrerank.passages import aggregate
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
+from haystack_crossrerank.progress import progress
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.scoring import sigmoid
 
@@ -145,7 +146,7 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
         ranker = _variant_ranker(template, options, mode, placement)
         start = time.perf_counter()
         table: dict[str, dict[str, list[float]]] = {}
-        for q in _progress(query_ids, f"scoring {mode}/{placement}", options.show_progress):
+        for q in progress(query_ids, desc=f"scoring {mode}/{placement}", unit="query", enabled=options.show_progress):
             scored = ranker.score_passages(queries[q], union[q])
             table[q] = {doc.id: logits for doc, (_, logits) in zip(union[q], scored, strict=True)}
         passage_logits[(mode, placement)] = table
@@ -295,11 +296,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if value < 1 or value != int(value) else str(value)
     return str(value)
-
-
-def _progress(items: list[Any], desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="query", mininterval=10)

@@ -18,6 +18,7 @@ import torch
 from transformers import Trainer
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.progress import on_terminal
 from haystack_crossrerank.scoring import CrossEncoderScorer, cpu_has_native_bf16
 from haystack_crossrerank.training.batching import forward_micro_batches, partition_by_length
 
@@ -273,7 +274,7 @@ def train_cross_encoder(
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=not on_terminal(),  # in a log file, the loss and evaluation lines are the progress
     )
     eval_precision = "bf16" if (precision == "bf16" and not use_cuda) else "fp32"
     trainer = _CrossEncoderTrainer(
