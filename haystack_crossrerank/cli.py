@@ -93,19 +93,24 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.data.sts import load_sts
+    from haystack_crossrerank.data.sts import load_pair_file, load_sts
     from haystack_crossrerank.evaluation.sts import STSEvaluator
     from haystack_crossrerank.scoring import CrossEncoderScorer
 
     model = args.model or str(_default_model_or_exit())
-    data = load_sts(args.split, resolve_data_dir(args.data_dir))
-    evaluator = STSEvaluator.from_data(data, name=f"stsb-{data_split_name(args.split)}", symmetric=args.symmetric)
+    if args.pairs:
+        data = load_pair_file(args.pairs, score_range=(args.score_range[0], args.score_range[1]))
+        name, title = Path(args.pairs).stem, f"pairs in {args.pairs}"
+    else:
+        data = load_sts(args.split, resolve_data_dir(args.data_dir))
+        name, title = f"stsb-{data_split_name(args.split)}", f"STS-B {args.split}"
+    evaluator = STSEvaluator.from_data(data, name=name, symmetric=args.symmetric)
     scorer = CrossEncoderScorer(model, device=args.device, precision=args.precision, batch_size=args.batch_size)
     start = time.perf_counter()
     metrics: dict[str, Any] = dict(evaluator(scorer))
     metrics.update({"model": model, "pairs": len(data), "precision": scorer.precision, "seconds": 0.0})
     metrics["seconds"] = round(time.perf_counter() - start, 2)
-    _print_metrics(f"STS-B {args.split}", metrics)
+    _print_metrics(title, metrics)
     return metrics
 
 
@@ -256,9 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", help="write the summary to this JSON file")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval-sts", help="Pearson/Spearman of a model on STS-B")
+    ev = sub.add_parser("eval-sts", help="Pearson/Spearman of a model on STS-B or on any scored pair file")
     ev.add_argument("--model", help="hub id or folder (default: the built default model)")
-    ev.add_argument("--split", default="validation", help="train, validation (dev) or test")
+    ev.add_argument("--split", default="validation", help="STS-B split: train, validation (dev) or test")
+    ev.add_argument(
+        "--pairs", help="evaluate this CSV/TSV/JSONL file of (sentence1, sentence2, score) instead of STS-B"
+    )
+    ev.add_argument(
+        "--score-range",
+        nargs=2,
+        type=float,
+        default=[0.0, 1.0],
+        metavar=("LOW", "HIGH"),
+        help="the range of the --pairs file's scores (default 0 1; STS-B's raw scores are 0 5)",
+    )
     ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
     ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="fp32")
     ev.add_argument("--device", default=None)

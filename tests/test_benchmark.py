@@ -163,3 +163,18 @@ def test_cli_bench_on_a_toy_corpus(tmp_path: Path, tiny_model: Path) -> None:
         "document",
         "sentences",
     }
+
+
+def test_cli_eval_sts_on_a_users_pair_file_with_its_score_range(tmp_path: Path, tiny_model: Path) -> None:
+    pairs = tmp_path / "mine.tsv"
+    rows = ["sentence1\tsentence2\tscore"]
+    rows += [f"the cat sat on the mat\tthe {w} sat on the mat\t{i % 6}" for i, w in enumerate(("cat", "dog", "car"))]
+    rows += ["paris is old\tberlin is new\t0", "a red car\ta blue train\t1", "the music\tthe art\t2"]
+    pairs.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "mine.json"
+    argv = ["eval-sts", "--model", str(tiny_model), "--pairs", str(pairs), "--score-range", "0", "5"]
+    assert main([*argv, "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["pairs"] == 6 and set(written) >= {"mine_pearson", "mine_spearman"}
+    # scores outside the stated range are an error that names the file and line
+    assert main(["eval-sts", "--model", str(tiny_model), "--pairs", str(pairs), "--score-range", "0", "1"]) == 2
