@@ -28,7 +28,7 @@ from haystack_crossrerank.first_stage import (
 from haystack_crossrerank.fusion import fuse_scores
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.progress import progress
-from haystack_crossrerank.ranker import CrossEncoderRanker
+from haystack_crossrerank.ranker import CrossEncoderRanker, deduplicate_documents
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class BenchOptions:
     plot: str | None = None
     plot_queries: int = 20
     embedder_model: str | None = None
+    # Ranker init parameters that replace the shipped pipeline's (e.g. {"aggregation": "max"}).
+    ranker_settings: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
 
 
@@ -83,6 +85,7 @@ class Row:
             **{k: round(v, 4) for k, v in metrics.items()},
             "ms_p50": round(_percentile(self.latencies_ms, 50), 1),
             "ms_p95": round(_percentile(self.latencies_ms, 95), 1),
+            "pairs": self.pairs,
             "pairs_per_s": round(self.pairs / self.rerank_seconds, 1) if self.rerank_seconds else None,
             "wall_s": round(self.wall_seconds, 1),
             "note": self.note,
@@ -120,7 +123,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     embedder = options.embedder_model or offline_embedder()
 
     index_seconds = index_corpus(data, stage.indexing, embedder)
-    ranker_settings = {"precision": options.precision, "batch_size": options.batch_size}
+    ranker_settings = {"precision": options.precision, "batch_size": options.batch_size, **options.ranker_settings}
     shipped = load_pipeline(
         pipeline_path(f"{options.first_stage}_rerank"),
         model=options.models[0],
@@ -256,12 +259,19 @@ def _rerank_row(
         ranked = ranker.run(query=text, documents=docs)["documents"] if docs else []
         elapsed = time.perf_counter() - t0
         rerank_seconds += elapsed
-        pairs += len(docs)
+        pairs += _pairs_scored(ranker, docs)  # outside the timed part
         latencies.append(first_ms[query_id] + elapsed * 1000)
         rankings[query_id] = [d.id for d in ranked]
         scores[query_id] = {d.id: float(d.score) for d in ranked}
     row = Row(name, rankings, latencies, pairs, rerank_seconds, time.perf_counter() - start)
     return row, scores
+
+
+def _pairs_scored(ranker: Any, docs: list[Document]) -> int:
+    """How many (query, text) pairs a ranker scored for these documents: passages in the passage modes."""
+    if isinstance(ranker, CrossEncoderRanker) and ranker.passages != "document":
+        return sum(len(ranker.document_passages(doc)) for doc in deduplicate_documents(docs))
+    return len(docs)
 
 
 def _fusion_row(

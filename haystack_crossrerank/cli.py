@@ -145,6 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         fusion=args.fusion,
         fusion_weight=args.fusion_weight,
         plot_queries=args.plot_queries,
+        ranker_settings=dict(args.set or []),
         peer=not args.no_peer,
         peer_queries=args.peer_queries,
         max_queries=args.max_queries,
@@ -316,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--fusion-weight", type=float, default=None, help="default: the shipped pipeline's")
     bench.add_argument("--plot-queries", type=int, default=20, help="queries timed per depth for the plot")
+    bench.add_argument(
+        "--set",
+        action="append",
+        type=_ranker_setting,
+        metavar="KEY=VALUE",
+        help="replace one of the shipped ranker's settings, e.g. --set aggregation=max --set max_passages=null",
+    )
     bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
     bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
     bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
@@ -363,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _ranker_setting(value: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as aggregation=max, but got {value!r}")
+    return key.strip(), yaml.safe_load(raw)
 
 
 def _int_list(value: str) -> list[int]:

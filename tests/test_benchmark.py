@@ -178,3 +178,22 @@ def test_cli_eval_sts_on_a_users_pair_file_with_its_score_range(tmp_path: Path, 
     assert written["pairs"] == 6 and set(written) >= {"mine_pearson", "mine_spearman"}
     # scores outside the stated range are an error that names the file and line
     assert main(["eval-sts", "--model", str(tiny_model), "--pairs", str(pairs), "--score-range", "0", "1"]) == 2
+
+
+def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--data-dir", str(data), "--model", str(tiny_model), "--depth", "3", "--no-peer"]
+    argv += ["--passages", "sentences", "--set", "aggregation=first", "--set", "max_passages=null", "--json", str(out)]
+    assert main([*argv, "--precision", "fp32"]) == 0
+    written = json.loads(out.read_text())
+    shipped = written["settings"]["shipped_ranker"]
+    assert (shipped["aggregation"], shipped["max_passages"]) == ("first", None)
+    row = next(r for r in written["rows"] if r["row"].startswith("+ CrossEncoderRanker"))
+    # each toy document is a title and one sentence: two pairs per candidate
+    from haystack_crossrerank.first_stage import bm25_candidates
+
+    _, candidates = bm25_candidates(str(data), depth=3)
+    assert row["pairs"] == 2 * sum(len(docs) for docs in candidates.values()) and row["pairs_per_s"] > 0
+    with pytest.raises(SystemExit):
+        main(["bench", "--set", "aggregation"])
