@@ -72,9 +72,9 @@ def run_demo(model: Path, *, data_dir: str | None, queries: int = 2, examine: in
                     print(f"        matched: {doc.meta['crossrerank_passage'][:150]}")
             shown.append({"query_id": query_id, "bm25_rank": old + 1, "reranked_rank": new + 1, "top": ranked[0]})
     print(
-        f"\nOver the first {len(examined)} test claims with a relevant abstract in BM25's candidates, the reranker"
-        f" moved the best relevant abstract up for {moves['up']}, down for {moves['down']} and left it for"
-        f" {moves['same']}. `crossrerank bench` measures the whole test set."
+        f"\nOf the first {len(examined)} test claims, {sum(moves.values())} have a relevant abstract among BM25's"
+        f" candidates: the reranker moved the best relevant abstract up for {moves['up']}, down for"
+        f" {moves['down']} and left it for {moves['same']}. `crossrerank bench` measures the whole test set."
     )
     return {
         "model": str(model),
