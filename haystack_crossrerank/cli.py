@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -176,10 +178,29 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
         precision=args.precision,
         batch_size=args.batch_size,
         scores_path=args.scores,
+        selection=args.selection,
+        query_ids=_query_ids(args.query_ids) if args.query_ids else None,
     )
     if args.variants:
         options.variants = [_variant(v) for v in args.variants]
     return run_tuning(options)
+
+
+def _query_ids(path: str) -> list[str]:
+    """Query ids from a file: a JSON list, an object with `query_ids` (a model's held-out file), or one id a line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, (dict, list)):  # not JSON, or a single bare id such as 42
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    ids = value.get("query_ids") if isinstance(value, dict) else value
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise SystemExit(
+            f"--query-ids {path}: expected a JSON list of ids or an object with `query_ids`, but got {text[:80]!r}"
+        )
+    return ids
 
 
 def _variant(value: str) -> tuple[str, str]:
@@ -347,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--model", help="cross-encoder (default: the built default model)")
     tune.add_argument("--queries", type=int, default=200, help="training queries sampled (seeded); 0 for all")
+    tune.add_argument(
+        "--query-ids",
+        help="tune on exactly these queries: a file with one id a line, a JSON list, or a retrieval-trained model's "
+        "heldout_queries.json (its held-out training queries)",
+    )
     tune.add_argument("--seed", type=int, default=42)
     tune.add_argument("--depths", type=_int_list, default=[10, 20, 30, 50], help="comma-separated, e.g. 10,20,50")
     tune.add_argument(
@@ -358,7 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
     tune.add_argument("--batch-size", type=int, default=32)
     tune.add_argument(
-        "--scores", help="JSON cache of the passage scores: read if it exists (same queries), else written"
+        "--scores", help="JSON cache of the passage scores: cached queries are read, the others scored and added"
+    )
+    tune.add_argument(
+        "--selection",
+        choices=["lcb", "mean"],
+        default="lcb",
+        help="choose by the 90%% lower bound of the per-query gain over the first stage (default), or by the mean",
     )
     tune.add_argument("--json", help="write the choice and the whole grid to this JSON file")
     tune.set_defaults(func=cmd_tune)

@@ -45,8 +45,11 @@ def test_tune_reports_every_setting_and_its_choice_matches_the_ranker(tmp_path: 
     # fusion: none + 3 methods x 2 weights; 2 depths
     assert len(grid) == (1 + 3 * 3 * 3) * (1 + 3 * 2) * 2
     choice = bm25["choice"]
-    assert choice["ndcg@10"] == max(g["ndcg@10"] for g in grid)
+    assert result["selection"] == "lcb" and choice["gain_lcb"] == max(g["gain_lcb"] for g in grid)
     assert bm25["choice_without_fusion"]["fusion"] is None
+    for row in grid:  # two queries: the bound lies below the mean gain, which is nDCG@10 minus the first stage's
+        assert row["gain_lcb"] <= row["gain"]
+        assert row["gain"] == pytest.approx(row["ndcg@10"] - bm25["first_stage_ndcg@10"], abs=2e-4)
 
     # Re-run the chosen setting through the ranker itself: the same nDCG@10 comes out.
     from haystack_crossrerank.data.beir import load_beir
@@ -114,3 +117,67 @@ def test_tune_reuses_saved_passage_scores(tmp_path: Path, tiny_model: Path) -> N
     again = run_tuning(small_options(data, Path("not/loaded"), scores_path=str(cache)))
     assert again["scoring_seconds"] == {}  # nothing scored: the model was never loaded
     assert again["first_stages"]["bm25"]["grid"] == first["first_stages"]["bm25"]["grid"]
+
+
+def test_tune_reuses_cached_queries_and_scores_only_new_ones(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_train_split(tmp_path / "toy")
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq3\td4\t1\nq2\td2\t1\n")
+    cache = tmp_path / "scores.json"
+    variants = [("sentences", "passage")]
+    run_tuning(small_options(data, tiny_model, scores_path=str(cache), queries=2, variants=variants))
+    cached = set(json.loads(cache.read_text())["sentences/passage"])
+    assert len(cached) == 2
+    full = run_tuning(small_options(data, tiny_model, scores_path=str(cache), queries=None, variants=variants))
+    assert full["queries"] == 3 and set(json.loads(cache.read_text())["sentences/passage"]) == {"q1", "q2", "q3"}
+    fresh = run_tuning(small_options(data, tiny_model, queries=None, variants=variants))  # no cache at all
+    assert full["first_stages"]["bm25"]["grid"] == fresh["first_stages"]["bm25"]["grid"]
+    assert not (tmp_path / "scores.json.partial").exists()
+
+
+def test_lcb_prefers_a_gain_that_holds_across_queries() -> None:
+    from haystack_crossrerank.tuning import _best, _summary
+
+    first = {f"q{i}": 0.5 for i in range(10)}
+    steady = _summary({q: 0.55 for q in first}, first)  # +0.05 on every query
+    lucky = _summary({q: (1.0 if q in ("q0", "q1") else 0.45) for q in first}, first)  # +0.5 twice, -0.05 else
+    assert lucky["gain"] > steady["gain"] and lucky["gain_lcb"] < steady["gain_lcb"]
+    grid = [
+        {**steady, "name": "steady", "depth": 10, "max_passages": None},
+        {**lucky, "name": "lucky", "depth": 10, "max_passages": None},
+    ]
+    assert _best(grid, "lcb")["name"] == "steady" and _best(grid, "mean")["name"] == "lucky"
+    with pytest.raises(ValueError, match=r"`selection` must be one of \['lcb', 'mean'\], but got 'best'"):
+        run_tuning(TuneOptions(data_dir="unused", model="unused", selection="best"))
+
+
+def test_tune_on_given_query_ids_only(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_train_split(tmp_path / "toy")
+    result = run_tuning(small_options(data, tiny_model, query_ids=["q3"], variants=[("sentences", "passage")]))
+    assert result["queries"] == 1
+    grid = result["first_stages"]["bm25"]["grid"]
+    assert all(g["gain_lcb"] is None for g in grid)  # one query: no spread, no bound; the mean decides
+    assert result["first_stages"]["bm25"]["choice"]["ndcg@10"] == max(g["ndcg@10"] for g in grid)
+    with pytest.raises(
+        ValueError, match=r"must name judged train queries of toy, but got 1 that are not, e.g. \['q2'\]"
+    ):
+        run_tuning(small_options(data, tiny_model, query_ids=["q3", "q2"]))
+
+
+def test_query_id_files_in_every_accepted_form(tmp_path: Path) -> None:
+    from haystack_crossrerank.cli import _query_ids
+
+    forms = {
+        "lines.txt": "12\n 7 \n\n",
+        "single.txt": "12\n",
+        "list.json": '["12", "7"]',
+        "heldout.json": '{"dataset": "scifact", "query_ids": ["12", "7"]}',
+    }
+    for name, text in forms.items():
+        (tmp_path / name).write_text(text)
+    assert _query_ids(str(tmp_path / "lines.txt")) == ["12", "7"]
+    assert _query_ids(str(tmp_path / "single.txt")) == ["12"]
+    assert _query_ids(str(tmp_path / "list.json")) == ["12", "7"]
+    assert _query_ids(str(tmp_path / "heldout.json")) == ["12", "7"]
+    (tmp_path / "bad.json").write_text('{"ids": [1, 2]}')
+    with pytest.raises(SystemExit, match="expected a JSON list of ids or an object with `query_ids`"):
+        _query_ids(str(tmp_path / "bad.json"))

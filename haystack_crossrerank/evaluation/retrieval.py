@@ -47,3 +47,18 @@ def evaluate_rankings(
         totals["map@100"] += deep.get(q, {}).get("map_cut_100", 0.0)
         totals["mrr@10"] += shallow.get(q, {}).get("recip_rank", 0.0)
     return {name: value / len(judged) for name, value in totals.items()}
+
+
+def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """
+    nDCG@10 of each judged query, from trec_eval as in :func:`evaluate_rankings` (their mean is its `ndcg@10`).
+
+    :param qrels: query id -> {doc id: relevance}.
+    :param rankings: query id -> document ids, best first.
+    :returns: query id -> nDCG@10 (0 for a judged query with no ranking).
+    """
+    pytrec_eval = require("pytrec_eval", "bench")
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    full = ranked_run({q: list(rankings.get(q, [])) for q in judged})
+    found = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate(full)
+    return {q: found.get(q, {}).get("ndcg_cut_10", 0.0) for q in judged}
