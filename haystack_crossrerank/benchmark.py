@@ -53,6 +53,8 @@ class BenchOptions:
     peer: bool = True
     peer_queries: int = 20
     max_queries: int | None = None
+    # A seeded random sample of this many queries instead of all (or of the first `max_queries`).
+    sample_queries: int | None = None
     rerank_queries: int | None = None
     precision: str = "auto"
     batch_size: int = 32
@@ -120,6 +122,8 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     data = load_beir(options.data_dir, options.split, dataset=options.dataset)
     if options.max_queries is not None:
         data = data.head(options.max_queries)
+    if options.sample_queries is not None:
+        data = data.sample(options.sample_queries)
     embedder = options.embedder_model or offline_embedder()
 
     index_seconds = index_corpus(data, stage.indexing, embedder)

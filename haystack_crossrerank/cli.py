@@ -151,6 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         peer=not args.no_peer,
         peer_queries=args.peer_queries,
         max_queries=args.max_queries,
+        sample_queries=args.sample_queries,
         rerank_queries=args.rerank_queries,
         precision=args.precision,
         batch_size=args.batch_size,
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
     bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
     bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
+    bench.add_argument(
+        "--sample-queries", type=int, default=None, help="a seeded random sample of N queries (for grouped files)"
+    )
     bench.add_argument(
         "--rerank-queries", type=int, default=None, help="rerank only the first N queries (first stage: all)"
     )

@@ -142,3 +142,18 @@ def test_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
     write_beir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"splits available: \['test'\]"):
         load_beir(tmp_path, "train")
+
+
+def test_sample_is_seeded_in_file_order_and_refuses_zero() -> None:
+    from haystack_crossrerank.data.beir import BeirData
+
+    queries = {f"q{i}": f"text {i}" for i in range(20)}
+    data = BeirData("toy", {"d": {"title": "", "text": "x"}}, queries, {q: {"d": 1} for q in queries})
+    picked = data.sample(5, seed=1)
+    assert len(picked.queries) == 5 and picked.queries == data.sample(5, seed=1).queries
+    assert list(picked.queries) == [q for q in queries if q in picked.queries]  # file order kept
+    assert set(picked.qrels) == set(picked.queries) and picked.corpus is data.corpus
+    assert list(picked.queries) != list(data.head(5).queries)  # not simply the first five
+    assert data.sample(50).queries == data.queries
+    with pytest.raises(ValueError, match="a sample needs at least 1 query, but got 0"):
+        data.sample(0)

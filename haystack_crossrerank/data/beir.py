@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,22 @@ class BeirData:
     def head(self, n: int) -> BeirData:
         """The first `n` queries (in file order) with their judgments; the corpus is unchanged."""
         keep = list(self.queries)[:n]
+        return BeirData(self.name, self.corpus, {q: self.queries[q] for q in keep}, {q: self.qrels[q] for q in keep})
+
+    def sample(self, n: int, seed: int = 42) -> BeirData:
+        """
+        `n` queries drawn at random (seeded), kept in file order; all of them if `n` is not smaller.
+
+        For sets whose file order is grouped (MedQuAD lists its sources one after another), where the first
+        `n` would not be representative.
+
+        :raises ValueError: If `n` < 1.
+        """
+        if n < 1:
+            raise ValueError(f"a sample needs at least 1 query, but got {n}")
+        ids = list(self.queries)
+        chosen = set(random.Random(seed).sample(ids, n)) if n < len(ids) else set(ids)
+        keep = [q for q in ids if q in chosen]
         return BeirData(self.name, self.corpus, {q: self.queries[q] for q in keep}, {q: self.qrels[q] for q in keep})
 
 
