@@ -78,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                 negatives=args.negatives,
                 mine_depth=args.mine_depth,
                 validation_queries=args.validation_queries,
+                eval_depth=args.eval_depth,
+                mix=parse_mix(args.mix),
                 train_limit=args.train_limit,
                 eval_test=not args.no_test,
                 **({"max_length": args.max_length} if args.max_length else {}),
@@ -92,6 +94,21 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     _print_metrics("Training finished", summary)
     return summary
+
+
+def parse_mix(values: list[str]) -> dict[str, float]:
+    """`["medquad=1.0"]` -> `{"medquad": 1.0}`; a malformed value exits with what was expected."""
+    mix: dict[str, float] = {}
+    for value in values:
+        name, sep, ratio = value.partition("=")
+        try:
+            number = float(ratio)
+        except ValueError:
+            number = math.nan
+        if not sep or not name or not number >= 0:
+            raise SystemExit(f"--mix expects NAME=RATIO with a ratio >= 0 (e.g. medquad=1.0), but got {value!r}")
+        mix[name] = number
+    return mix
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--negatives", type=int, default=None, help="retrieval: mined negatives per positive")
     train.add_argument("--mine-depth", type=int, default=None, help="retrieval: BM25 depth negatives come from")
     train.add_argument("--validation-queries", type=int, default=None, help="retrieval: held-out train queries")
+    train.add_argument(
+        "--eval-depth",
+        type=int,
+        default=None,
+        help="retrieval: BM25 candidates per validation query (default: shipped)",
+    )
+    train.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="NAME=RATIO",
+        help="retrieval: mix in another BEIR set's train split, RATIO examples per primary example (repeatable)",
+    )
     train.add_argument("--no-test", action="store_true", help="do not score the test split at the end")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")

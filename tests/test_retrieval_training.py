@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def test_short_real_retrieval_training_beats_the_untrained_head(tmp_path: Path, 
     result = train_retrieval(config, options)
     train = load_beir(data_dir, "train")
     _, validation_ids = split_queries(train, 40, seed=42)
+    heldout = json.loads((Path(result.output_dir) / "heldout_queries.json").read_text())
+    assert heldout["query_ids"] == sorted(validation_ids) and heldout["dataset"] == "scifact"
     evaluator = RerankEvaluator(train, bm25_candidates_for(train, validation_ids, 10), name="v", max_length=128)
     torch.manual_seed(0)  # the untrained head is random: fix it so that the baseline is the same every run
     untrained = evaluator(CrossEncoderScorer(minilm_path, model_kwargs={"num_labels": 1}, precision="fp32"))
@@ -96,3 +99,76 @@ def test_short_real_retrieval_training_beats_the_untrained_head(tmp_path: Path, 
     print(f"held-back nDCG@10: untrained head {untrained['v_ndcg@10']:.4f}, trained {trained['v_ndcg@10']:.4f}")
     # measured here: untrained head 0.32 (seed 0), trained 0.41 after 30 steps: the floor asks for a clear gain
     assert trained["v_ndcg@10"] > untrained["v_ndcg@10"] + 0.03
+
+
+def write_beir(folder: Path, data: BeirData) -> None:
+    """A BEIR folder on disk (corpus.jsonl, queries.jsonl, qrels/train.tsv) holding `data`."""
+    import json
+
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as out:
+        for doc_id, doc in data.corpus.items():
+            out.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as out:
+        for query_id, text in data.queries.items():
+            out.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    rows = [f"{q}\t{d}\t{r}" for q, judged in data.qrels.items() for d, r in judged.items()]
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+
+
+def other_toy_data() -> BeirData:
+    corpus = {f"m{i}": {"title": f"disease {i}", "text": f"symptoms of disease {i} include fever"} for i in range(20)}
+    queries = {f"mq{i}": f"What are the symptoms of disease {i} ?" for i in range(12)}
+    qrels = {f"mq{i}": {f"m{i}": 1} for i in range(12)}
+    return BeirData("other", corpus, queries, qrels)
+
+
+def test_mixed_examples_come_from_the_other_set_in_the_asked_ratio(tmp_path: Path) -> None:
+    from haystack_crossrerank.training.retrieval import document_text, mix_examples
+
+    write_beir(tmp_path / "other", other_toy_data())
+    options = RetrievalOptions(data_dir=str(tmp_path), negatives=2, mine_depth=10, skip_top=1, mix={"other": 0.5})
+    examples, stats = mix_examples(options, primary_examples=10, seed=0)
+    assert len(examples) == 5 and stats["other"]["examples"] == 5 and stats["other"]["ratio"] == 0.5
+    corpus_texts = {document_text(d) for d in other_toy_data().corpus.values()}
+    for example in examples:
+        assert example["query"].startswith("What are the symptoms of disease")
+        assert len(example["documents"]) == 3 and set(example["documents"]) <= corpus_texts
+        number = example["query"].split()[-2]
+        assert example["documents"][0] == document_text(other_toy_data().corpus[f"m{number}"])  # its positive first
+    assert mix_examples(options, primary_examples=10, seed=0)[0] == examples  # seeded
+    zero = RetrievalOptions(data_dir=str(tmp_path), mix={"other": 0.0})
+    assert mix_examples(zero, primary_examples=10, seed=0) == ([], {})
+
+
+def test_mixing_more_than_a_set_holds_or_a_negative_ratio_is_refused(tmp_path: Path) -> None:
+    from haystack_crossrerank.training.retrieval import mix_examples
+
+    write_beir(tmp_path / "other", other_toy_data())
+    too_many = RetrievalOptions(data_dir=str(tmp_path), negatives=2, mine_depth=10, mix={"other": 2.0})
+    with pytest.raises(ValueError, match="other train has 12 .* fewer than the 20 asked"):
+        mix_examples(too_many, primary_examples=10, seed=0)
+    negative = RetrievalOptions(data_dir=str(tmp_path), mix={"other": -1.0})
+    with pytest.raises(ValueError, match="a mixing ratio must be >= 0, but got -1.0 for 'other'"):
+        mix_examples(negative, primary_examples=10, seed=0)
+
+
+def test_training_text_is_what_the_ranker_sends_in_document_mode() -> None:
+    from haystack import Document
+
+    from haystack_crossrerank.ranker import CrossEncoderRanker
+    from haystack_crossrerank.training.retrieval import document_text
+
+    doc = {"title": "A title", "text": "Some abstract. Two sentences."}
+    ranker = CrossEncoderRanker(model="unused", meta_fields_to_embed=["title"])
+    assert document_text(doc) == ranker.document_text(Document(content=doc["text"], meta={"title": doc["title"]}))
+    assert document_text(doc) == "A title\nSome abstract. Two sentences."
+
+
+def test_mix_flag_parses_and_refuses_malformed_values() -> None:
+    from haystack_crossrerank.cli import parse_mix
+
+    assert parse_mix(["medquad=1.5", "other=0"]) == {"medquad": 1.5, "other": 0.0}
+    for bad in ["medquad", "=1", "medquad=x", "medquad=-1"]:
+        with pytest.raises(SystemExit, match=f"--mix expects NAME=RATIO .* but got {bad!r}"):
+            parse_mix([bad])
