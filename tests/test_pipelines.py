@@ -152,5 +152,6 @@ def test_shipped_query_pipelines_carry_the_tuned_settings() -> None:
         assert shipped_depth(stage) == choice["depth"]
         for component in stage.depth_components:
             assert data["components"][component]["init_parameters"]["top_k"] == choice["depth"], (name, component)
-        # and the choice beat the first stage on those training queries
-        assert choice["ndcg@10"] > tuning["first_stages"][name]["first_stage_ndcg@10"]
+        # the choice is the one the lower-bound rule makes, and did not lose to the first stage on those queries
+        assert tuning["selection"].startswith("lcb") and choice["gain"] >= 0
+        assert choice["ndcg@10"] >= tuning["first_stages"][name]["first_stage_ndcg@10"]
