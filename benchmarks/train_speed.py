@@ -122,8 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    from haystack_crossrerank.hardware import training_precision
     from haystack_crossrerank.offline import offline_base_model
-    from haystack_crossrerank.training.trainer import training_precision
 
     base = args.base_model or offline_base_model()
     precision = training_precision(args.precision)

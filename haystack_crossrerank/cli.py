@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from haystack_crossrerank.hardware import PRECISIONS, TRAINING_PRECISIONS
 from haystack_crossrerank.offline import (
     OFFLINE_BASES,
     build_default_model,
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-ratio", type=float, default=0.1)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    train.add_argument("--precision", choices=TRAINING_PRECISIONS, default="auto")
     train.add_argument("--eval-steps", type=int, default=None)
     train.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--swap-pairs", action=argparse.BooleanOptionalAction, default=None)
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the range of the --pairs file's scores (default 0 1; STS-B's raw scores are 0 5)",
     )
     ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
-    ev.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="fp32")
+    ev.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ev.add_argument("--device", default=None)
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
@@ -385,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rerank-queries", type=int, default=None, help="rerank only the first N queries (first stage: all)"
     )
-    bench.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
+    bench.add_argument("--precision", choices=PRECISIONS, default="auto")
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
     bench.add_argument("--json", help="write the table to this JSON file")
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="passage variants to score, as MODE/PLACEMENT (default: document sentences/passage "
         "sentences/prefix windows/passage)",
     )
-    tune.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32", "int8"], default="auto")
+    tune.add_argument("--precision", choices=PRECISIONS, default="auto")
     tune.add_argument("--batch-size", type=int, default=32)
     tune.add_argument(
         "--scores", help="JSON cache of the passage scores: cached queries are read, the others scored and added"

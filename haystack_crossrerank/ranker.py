@@ -16,6 +16,7 @@ from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
+from haystack_crossrerank.hardware import PRECISIONS
 from haystack_crossrerank.passages import (
     AGGREGATIONS,
     META_PLACEMENTS,
@@ -24,7 +25,7 @@ from haystack_crossrerank.passages import (
     aggregate,
     document_passages,
 )
-from haystack_crossrerank.scoring import PRECISIONS, CrossEncoderScorer, sigmoid
+from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
 
 logger = logging.getLogger(__name__)
 

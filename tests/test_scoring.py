@@ -10,13 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from haystack_crossrerank.scoring import (
-    CrossEncoderScorer,
-    _longest_first,
-    model_max_length,
-    resolve_device,
-    resolve_precision,
-)
+from haystack_crossrerank.hardware import model_max_length, resolve_device, resolve_precision
+from haystack_crossrerank.scoring import CrossEncoderScorer, _longest_first
 
 PAIRS = [
     ("what is the capital of france ?", "paris is the capital of france ."),
@@ -273,3 +268,15 @@ def test_rerank_evaluator_leaves_the_shared_scorers_limit_alone(tiny_model: Path
     limit = scorer.max_length
     RerankEvaluator(data, {"q1": [("d1", 1.0), ("d2", 0.5)]}, name="v", max_length=16)(scorer)
     assert scorer.max_length == limit  # a later (test) evaluation runs at the model's own limit
+
+
+def test_training_precision_follows_the_inference_policy_and_refuses_int8() -> None:
+    from haystack_crossrerank.hardware import training_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert training_precision("auto") == resolve_precision("auto", device)
+    assert training_precision("fp32") == "fp32"
+    with pytest.raises(
+        ValueError, match=r"training `precision` must be one of \['auto', 'fp32', 'fp16', 'bf16'\], but got 'int8'"
+    ):
+        training_precision("int8")

@@ -18,8 +18,9 @@ import torch
 from transformers import Trainer
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.hardware import TRAINING_PRECISIONS, model_max_length, training_precision
 from haystack_crossrerank.progress import on_terminal
-from haystack_crossrerank.scoring import CrossEncoderScorer, cpu_has_native_bf16
+from haystack_crossrerank.scoring import CrossEncoderScorer
 from haystack_crossrerank.training.batching import forward_micro_batches, partition_by_length
 
 logger = logging.getLogger(__name__)
@@ -97,22 +98,8 @@ class TrainConfig:
             raise ValueError("`select_best` needs `save_checkpoints`, but save_checkpoints is False")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), but got {self.warmup_ratio}")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"`precision` must be auto, bf16, fp16 or fp32, but got {self.precision!r}")
-
-
-def training_precision(requested: str) -> str:
-    """
-    The precision a run will train in.
-
-    :param requested: `"auto"`, `"bf16"`, `"fp16"` or `"fp32"`.
-    :returns: The concrete precision: `"auto"` is bf16 on a CUDA GPU with bf16 or a CPU with native bf16.
-    """
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ValueError(f"`precision` must be one of {list(TRAINING_PRECISIONS)}, but got {self.precision!r}")
 
 
 class PairCollator:
@@ -243,7 +230,7 @@ def train_cross_encoder(
     model: Any = transformers.AutoModelForSequenceClassification.from_pretrained(
         config.base_model, num_labels=1, ignore_mismatched_sizes=True
     )
-    max_length = config.max_length or min(512, getattr(tokenizer, "model_max_length", 512) or 512)
+    max_length = config.max_length or model_max_length(model.config, tokenizer)
     collate = collator or PairCollator(tokenizer, max_length, swap_pairs=config.swap_pairs, seed=config.seed)
     use_cuda = torch.cuda.is_available()
     steps_per_epoch = math.ceil(len(train_dataset) / config.batch_size)
