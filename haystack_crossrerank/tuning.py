@@ -206,6 +206,8 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
         best_alone = _best([g for g in grid if g["fusion"] is None], options.selection)
         result["first_stages"][stage.name] = {
             "first_stage_ndcg@10": baseline,
+            # False when no setting's lower bound is above 0: reranking this stage is not shown to help.
+            "reliable_gain": best["gain_lcb"] is not None and best["gain_lcb"] > 0,
             "choice": best,
             "choice_without_fusion": best_alone,
             "grid": grid,
@@ -350,6 +352,11 @@ def _print_grid(
         print("  ".join(f"{_cell(row[c]):<14}" for c in [*columns, *metrics]))
     print(f"choice: {_describe(best)}")
     print(f"choice without fusion: {_describe(best_alone)}")
+    if best["gain_lcb"] is not None and best["gain_lcb"] <= 0:
+        print(
+            f"no setting lifts this first stage reliably (best 90% lower bound of the gain: {best['gain_lcb']:+.4f}); "
+            "the choice is the one that risks least, and the first stage alone may serve as well"
+        )
 
 
 def _describe(row: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ def test_tune_reports_every_setting_and_its_choice_matches_the_ranker(tmp_path: 
     assert len(grid) == (1 + 3 * 3 * 3) * (1 + 3 * 2) * 2
     choice = bm25["choice"]
     assert result["selection"] == "lcb" and choice["gain_lcb"] == max(g["gain_lcb"] for g in grid)
+    assert bm25["reliable_gain"] == (choice["gain_lcb"] > 0)
     assert bm25["choice_without_fusion"]["fusion"] is None
     for row in grid:  # two queries: the bound lies below the mean gain, which is nDCG@10 minus the first stage's
         assert row["gain_lcb"] <= row["gain"]
