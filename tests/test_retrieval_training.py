@@ -10,13 +10,9 @@ import pytest
 import torch
 
 from haystack_crossrerank.data.beir import BeirData
-from haystack_crossrerank.training.retrieval import (
-    RetrievalOptions,
-    listwise_loss,
-    mine_examples,
-    pointwise_loss,
-    split_queries,
-)
+from haystack_crossrerank.training.losses import listwise_loss, pointwise_loss
+from haystack_crossrerank.training.mining import mine_examples, split_queries
+from haystack_crossrerank.training.retrieval import RetrievalOptions
 
 
 def toy_data() -> BeirData:
@@ -55,7 +51,8 @@ def test_mined_negatives_exclude_judged_documents_and_the_top_guard() -> None:
     options = RetrievalOptions(data_dir="unused", negatives=3, mine_depth=20, skip_top=2)
     examples, stats = mine_examples(data, ["q1", "q2"], options, seed=0)
     assert stats["examples"] == 2 and len(examples[0]["documents"]) == 4
-    from haystack_crossrerank.training.retrieval import bm25_candidates_for, document_text
+    from haystack_crossrerank.evaluation.rerank import document_text
+    from haystack_crossrerank.training.mining import bm25_candidates_for
 
     top = bm25_candidates_for(data, ["q1"], 20)["q1"]
     guarded = [d for d, _ in top if d != "d1"][:2]
@@ -68,9 +65,11 @@ def test_mined_negatives_exclude_judged_documents_and_the_top_guard() -> None:
 @pytest.mark.slow
 def test_short_real_retrieval_training_beats_the_untrained_head(tmp_path: Path, minilm_path: Path) -> None:
     from haystack_crossrerank.data.beir import load_beir
+    from haystack_crossrerank.evaluation.rerank import RerankEvaluator
     from haystack_crossrerank.scoring import CrossEncoderScorer
     from haystack_crossrerank.training import TrainConfig
-    from haystack_crossrerank.training.retrieval import RerankEvaluator, bm25_candidates_for, train_retrieval
+    from haystack_crossrerank.training.mining import bm25_candidates_for
+    from haystack_crossrerank.training.retrieval import train_retrieval
 
     data_dir = Path(__file__).resolve().parents[2] / "shared" / "data"
     if not (data_dir / "scifact").is_dir():
@@ -124,7 +123,8 @@ def other_toy_data() -> BeirData:
 
 
 def test_mixed_examples_come_from_the_other_set_in_the_asked_ratio(tmp_path: Path) -> None:
-    from haystack_crossrerank.training.retrieval import document_text, mix_examples
+    from haystack_crossrerank.evaluation.rerank import document_text
+    from haystack_crossrerank.training.mining import mix_examples
 
     write_beir(tmp_path / "other", other_toy_data())
     options = RetrievalOptions(data_dir=str(tmp_path), negatives=2, mine_depth=10, skip_top=1, mix={"other": 0.5})
@@ -142,7 +142,7 @@ def test_mixed_examples_come_from_the_other_set_in_the_asked_ratio(tmp_path: Pat
 
 
 def test_mixing_more_than_a_set_holds_or_a_negative_ratio_is_refused(tmp_path: Path) -> None:
-    from haystack_crossrerank.training.retrieval import mix_examples
+    from haystack_crossrerank.training.mining import mix_examples
 
     write_beir(tmp_path / "other", other_toy_data())
     too_many = RetrievalOptions(data_dir=str(tmp_path), negatives=2, mine_depth=10, mix={"other": 2.0})
@@ -156,8 +156,8 @@ def test_mixing_more_than_a_set_holds_or_a_negative_ratio_is_refused(tmp_path: P
 def test_training_text_is_what_the_ranker_sends_in_document_mode() -> None:
     from haystack import Document
 
+    from haystack_crossrerank.evaluation.rerank import document_text
     from haystack_crossrerank.ranker import CrossEncoderRanker
-    from haystack_crossrerank.training.retrieval import document_text
 
     doc = {"title": "A title", "text": "Some abstract. Two sentences."}
     ranker = CrossEncoderRanker(model="unused", meta_fields_to_embed=["title"])

@@ -252,7 +252,7 @@ def test_a_per_call_max_length_cuts_that_call_only(tiny_model: Path) -> None:
 
 def test_rerank_evaluator_leaves_the_shared_scorers_limit_alone(tiny_model: Path) -> None:
     from haystack_crossrerank.data.beir import BeirData
-    from haystack_crossrerank.training.retrieval import RerankEvaluator
+    from haystack_crossrerank.evaluation.rerank import RerankEvaluator
 
     data = BeirData(
         name="toy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,7 @@ def train_sts(
     finals: list[Any] = []
     if eval_test:
         finals.append(STSEvaluator.from_data(load_sts("test", data), name="stsb-test", symmetric=symmetric_eval))
-    config.task = "sts"
-    config.extra.setdefault("symmetric_eval", symmetric_eval)
+    config = dataclasses.replace(config, task="sts", extra={"symmetric_eval": symmetric_eval, **config.extra})
 
     def card(folder: Path, facts: dict[str, Any]) -> None:
         facts = {

@@ -1,0 +1,124 @@
+"""Training examples for retrieval: held-out queries, BM25 candidates through the shipped first stage, and mined
+negatives, for the primary BEIR set and any mixed-in ones.
+
+Against unjudged relevant documents (false negatives), the first `skip_top` non-positive candidates of each
+query are not used: they are the likeliest to be relevant but unjudged. A fixed number of negatives per
+positive is then sampled from the rest.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from haystack_crossrerank.data.beir import BeirData, load_beir
+from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
+
+if TYPE_CHECKING:
+    from haystack_crossrerank.training.retrieval import RetrievalOptions
+
+
+def split_queries(data: BeirData, validation: int, seed: int) -> tuple[list[str], list[str]]:
+    """
+    Hold out `validation` training queries (a seeded shuffle); the rest train.
+
+    :returns: (training query ids, validation query ids).
+    """
+    ids = sorted(data.queries)
+    random.Random(seed).shuffle(ids)
+    if not 0 <= validation < len(ids):
+        raise ValueError(f"`validation_queries` must be in [0, {len(ids) - 1}], but got {validation}")
+    return ids[validation:], ids[:validation]
+
+
+def bm25_candidates_for(data: BeirData, query_ids: list[str], depth: int) -> dict[str, list[tuple[str, float]]]:
+    """
+    BM25 candidates (doc id, score) for the given queries: the first stage of `bm25_rerank.yaml`, run through
+    `first_stage.py` as the benchmark and `crossrerank tune` run it.
+
+    :returns: query id -> candidates, best first.
+    """
+    from haystack_crossrerank.first_stage import first_stage, index_corpus, query_pipeline, retrieve
+
+    stage = first_stage("bm25")
+    index_corpus(data, stage.indexing)
+    pipeline = query_pipeline(stage, depth)
+    found = {}
+    for query_id in query_ids:
+        docs = retrieve(pipeline, stage, data.queries[query_id], depth)
+        found[query_id] = [(str(d.id), float(d.score or 0.0)) for d in docs]
+    return found
+
+
+def mine_examples(
+    data: BeirData, query_ids: list[str], options: RetrievalOptions, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """
+    One training example per (query, positive): the positive and `negatives` mined negatives.
+
+    :returns: The examples and statistics about the mining.
+    """
+    rng = random.Random(seed)
+    texts = text_ranker()
+    candidates = bm25_candidates_for(data, query_ids, options.mine_depth)
+    examples = []
+    short = 0
+    for query_id in query_ids:
+        positives = [d for d, rel in data.qrels[query_id].items() if rel > 0]
+        pool = [d for d, _ in candidates[query_id] if d not in data.qrels[query_id]][options.skip_top :]
+        if len(pool) < options.negatives:
+            short += 1
+            extra = [d for d in data.corpus if d not in data.qrels[query_id] and d not in pool]
+            pool += rng.sample(extra, options.negatives - len(pool))
+        for positive in positives:
+            negatives = rng.sample(pool, options.negatives)
+            examples.append(
+                {
+                    "query": data.queries[query_id],
+                    "documents": [document_text(data.corpus[d], texts) for d in [positive, *negatives]],
+                }
+            )
+    stats = {
+        "queries": len(query_ids),
+        "examples": len(examples),
+        "negatives_per_positive": options.negatives,
+        "mined_from": f"BM25 (bm25s, stemmed) top {options.mine_depth}, minus judged documents, minus the top "
+        f"{options.skip_top} non-positive candidates",
+        "queries_padded_with_random_negatives": short,
+    }
+    return examples, stats
+
+
+def mix_examples(
+    options: RetrievalOptions, primary_examples: int, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """
+    Examples from the data sets of `options.mix`, `round(ratio * primary_examples)` from each, mined as the
+    primary set's are (its own corpus and BM25 index), from randomly chosen training queries.
+
+    :returns: The examples (all sets together) and statistics per set.
+    :raises ValueError: On a negative ratio, or a set too small for the examples asked of it.
+    """
+    examples: list[dict[str, Any]] = []
+    stats: dict[str, Any] = {}
+    for name, ratio in sorted(options.mix.items()):
+        if not ratio >= 0:
+            raise ValueError(f"a mixing ratio must be >= 0, but got {ratio!r} for {name!r}")
+        wanted = round(ratio * primary_examples)
+        if wanted == 0:
+            continue
+        extra = load_beir(options.data_dir, "train", dataset=name)
+        ids = sorted(q for q in extra.queries if extra.qrels.get(q))
+        random.Random(seed).shuffle(ids)
+        chosen, count = [], 0
+        for query_id in ids:  # whole queries, until enough (query, positive) examples
+            if count >= wanted:
+                break
+            chosen.append(query_id)
+            count += sum(1 for rel in extra.qrels[query_id].values() if rel > 0)
+        if count < wanted:
+            raise ValueError(f"{name} train has {count} (query, positive) examples, fewer than the {wanted} asked")
+        mined, mined_stats = mine_examples(extra, chosen, options, seed)
+        examples.extend(mined[:wanted])
+        stats[name] = {**mined_stats, "examples": min(wanted, len(mined)), "ratio": ratio}
+    return examples, stats
