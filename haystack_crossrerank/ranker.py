@@ -15,6 +15,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
+from haystack_crossrerank.checks import check_choice, check_int, check_number
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
 from haystack_crossrerank.hardware import PRECISIONS
 from haystack_crossrerank.passages import (
@@ -137,12 +138,12 @@ class CrossEncoderRanker:
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
-        _check_int("top_k", top_k, minimum=1)
-        _check_int("batch_size", batch_size, minimum=1)
+        check_int("top_k", top_k, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
         if max_length is not None:
-            _check_int("max_length", max_length, minimum=1)
+            check_int("max_length", max_length, minimum=1)
         if max_batch_tokens is not None:
-            _check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+            check_int("max_batch_tokens", max_batch_tokens, minimum=1)
         if not isinstance(model, (str, Path)) or not str(model).strip():
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
         if device is not None and not isinstance(device, ComponentDevice):
@@ -164,24 +165,24 @@ class CrossEncoderRanker:
             raise TypeError(f"`meta_fields_to_embed` must be a list of str or None, but got {meta_fields_to_embed!r}")
         if not isinstance(scale_score, bool):
             raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
-        _check_number("calibration_factor", calibration_factor)
+        check_number("calibration_factor", calibration_factor)
         if score_threshold is not None:
-            _check_number("score_threshold", score_threshold)
+            check_number("score_threshold", score_threshold)
         if fusion is not None and fusion not in FUSION_METHODS:
             raise ValueError(f"`fusion` must be None or one of {list(FUSION_METHODS)}, but got {fusion!r}")
-        _check_number("fusion_weight", fusion_weight)
+        check_number("fusion_weight", fusion_weight)
         if not 0.0 <= fusion_weight <= 1.0:
             raise ValueError(f"`fusion_weight` must be in [0, 1], but got {fusion_weight}")
-        _check_choice("passages", passages, PASSAGE_MODES)
-        _check_choice("meta_placement", meta_placement, META_PLACEMENTS)
-        _check_choice("aggregation", aggregation, AGGREGATIONS)
-        _check_number("aggregation_weight", aggregation_weight)
+        check_choice("passages", passages, PASSAGE_MODES)
+        check_choice("meta_placement", meta_placement, META_PLACEMENTS)
+        check_choice("aggregation", aggregation, AGGREGATIONS)
+        check_number("aggregation_weight", aggregation_weight)
         if not 0.0 <= aggregation_weight <= 1.0:
             raise ValueError(f"`aggregation_weight` must be in [0, 1], but got {aggregation_weight}")
-        _check_int("window_size", window_size, minimum=1)
-        _check_int("window_stride", window_stride, minimum=1)
+        check_int("window_size", window_size, minimum=1)
+        check_int("window_stride", window_stride, minimum=1)
         if max_passages is not None:
-            _check_int("max_passages", max_passages, minimum=1)
+            check_int("max_passages", max_passages, minimum=1)
         for name, kwargs in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs)):
             if kwargs is not None and not isinstance(kwargs, dict):
                 raise TypeError(f"`{name}` must be a dict or None, but got {type(kwargs).__name__}")
@@ -337,11 +338,11 @@ class CrossEncoderRanker:
         """
         top_k, scale_score, score_threshold = self._resolve_overrides(top_k, scale_score, score_threshold)
         if passages is not None:
-            _check_choice("passages", passages, PASSAGE_MODES)
+            check_choice("passages", passages, PASSAGE_MODES)
         if aggregation is not None:
-            _check_choice("aggregation", aggregation, AGGREGATIONS)
+            check_choice("aggregation", aggregation, AGGREGATIONS)
         if max_passages is not None:
-            _check_int("max_passages", max_passages, minimum=1)
+            check_int("max_passages", max_passages, minimum=1)
         mode = passages if passages is not None else self.passages
         method = aggregation if aggregation is not None else self.aggregation
         _check_inputs(query, documents)
@@ -501,11 +502,11 @@ class CrossEncoderRanker:
         self, top_k: int | None, scale_score: bool | None, score_threshold: float | None
     ) -> tuple[int, bool, float | None]:
         if top_k is not None:
-            _check_int("top_k", top_k, minimum=1)
+            check_int("top_k", top_k, minimum=1)
         if scale_score is not None and not isinstance(scale_score, bool):
             raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
         if score_threshold is not None:
-            _check_number("score_threshold", score_threshold)
+            check_number("score_threshold", score_threshold)
         return (
             top_k if top_k is not None else self.top_k,
             scale_score if scale_score is not None else self.scale_score,
@@ -544,24 +545,3 @@ def _check_inputs(query: Any, documents: Any) -> None:
     for position, doc in enumerate(documents):
         if not isinstance(doc, Document):
             raise TypeError(f"`documents[{position}]` must be a Document, but got {type(doc).__name__} {doc!r}")
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, but got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be > {minimum - 1}, but got {value}")
-
-
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, but got {type(value).__name__} {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"`{name}` must be a number, but got NaN")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be one of {list(choices)}, but got {type(value).__name__} {value!r}")
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, but got {value!r}")

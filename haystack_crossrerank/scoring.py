@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from haystack_crossrerank.checks import check_int
 from haystack_crossrerank.hardware import (
     PRECISIONS,
     model_max_length,
@@ -99,11 +100,11 @@ class CrossEncoderScorer:
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, minimum=1)
         if max_length is not None:
-            _check_positive_int("max_length", max_length)
+            check_int("max_length", max_length, minimum=1)
         if max_batch_tokens is not None:
-            _check_positive_int("max_batch_tokens", max_batch_tokens)
+            check_int("max_batch_tokens", max_batch_tokens, minimum=1)
         self.model_name = str(model)
         self.requested_device = device
         self.requested_precision = precision
@@ -300,9 +301,9 @@ class CrossEncoderScorer:
             return []
         self.load()
         size = batch_size if batch_size is not None else self.batch_size
-        _check_positive_int("batch_size", size)
+        check_int("batch_size", size, minimum=1)
         if max_length is not None:
-            _check_positive_int("max_length", max_length)
+            check_int("max_length", max_length, minimum=1)
         limit = min(self.max_length, max_length) if max_length is not None else self.max_length
         scores = np.empty(len(pairs), dtype=np.float64)
         bar = progress(desc="Scoring pairs", unit="pair", total=len(pairs), enabled=show_progress_bar)
@@ -448,13 +449,6 @@ def _activation_from_config(config: Any, model_name: str) -> Callable[[torch.Ten
         return _ACTIVATIONS[path]
     logger.warning("Cross-encoder '%s' names an unknown activation %r; using sigmoid", model_name, path)
     return torch.sigmoid
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, but got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"`{name}` must be > 0, but got {value}")
 
 
 def _check_pairs(pairs: Sequence[tuple[str, str]]) -> None:

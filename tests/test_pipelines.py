@@ -114,8 +114,10 @@ def test_retrievers_round_trip_and_validate() -> None:
     assert BM25sRetriever.from_dict(bm25.to_dict()).to_dict() == bm25.to_dict()
     dense = FaissEmbeddingRetriever(document_store=store, top_k=3)
     assert FaissEmbeddingRetriever.from_dict(dense.to_dict()).to_dict() == dense.to_dict()
-    with pytest.raises(ValueError, match="`top_k` must be an int > 0, but got 0"):
+    with pytest.raises(ValueError, match="`top_k` must be > 0, but got 0"):
         BM25sRetriever(document_store=store, top_k=0)
+    with pytest.raises(TypeError, match="`top_k` must be an int, but got float 2.0"):
+        FaissEmbeddingRetriever(document_store=store, top_k=2.0)
 
 
 def test_faiss_retriever_refuses_documents_without_embeddings() -> None:

@@ -10,6 +10,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,7 @@ class BM25sRetriever:
             raise TypeError(
                 f"`document_store` must be an InMemoryDocumentStore, but got {type(document_store).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int):
-            raise TypeError(f"`top_k` must be an int, but got {type(top_k).__name__} {top_k!r}")
-        if top_k <= 0:
-            raise ValueError(f"`top_k` must be an int > 0, but got {top_k!r}")
+        check_int("top_k", top_k, minimum=1)
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, but got k1={k1}, b={b}")
         self.document_store = document_store

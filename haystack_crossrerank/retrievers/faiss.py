@@ -16,6 +16,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ class FaissEmbeddingRetriever:
             raise TypeError(
                 f"`document_store` must be an InMemoryDocumentStore, but got {type(document_store).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int):
-            raise TypeError(f"`top_k` must be an int, but got {type(top_k).__name__} {top_k!r}")
-        if top_k <= 0:
-            raise ValueError(f"`top_k` must be an int > 0, but got {top_k!r}")
+        check_int("top_k", top_k, minimum=1)
         self.document_store = document_store
         self.top_k = top_k
         self.normalize = normalize
