@@ -128,6 +128,11 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
 
     index_seconds = index_corpus(data, stage.indexing, embedder)
     ranker_settings = {"precision": options.precision, "batch_size": options.batch_size, **options.ranker_settings}
+    # --fusion / --fusion-weight replace the shipped ranker's, so that the pipeline checked below is the one measured
+    if options.fusion is not None:
+        ranker_settings["fusion"] = options.fusion
+    if options.fusion_weight is not None:
+        ranker_settings["fusion_weight"] = options.fusion_weight
     shipped = load_pipeline(
         pipeline_path(f"{options.first_stage}_rerank"),
         model=options.models[0],
@@ -336,12 +341,18 @@ def _peer_row(
 def _check_pipeline(
     pipeline: Pipeline, stage: FirstStage, queries: list[tuple[str, str]], row: Row, note: str = ""
 ) -> str:
-    """Run the shipped YAML pipeline on a few reranked queries: its top 10 must equal the measured row's."""
+    """
+    Run the shipped YAML pipeline (with this run's overrides) on a few reranked queries: its top 10 should equal
+    the measured row's. A difference is written into the row's note and logged as an error, rather than
+    raised, so that a long run's measurements are kept, and the table says the row is not the pipeline.
+    """
     for query_id, text in queries:
         out = pipeline.run({**stage.inputs(text), "ranker": {"query": text, "top_k": 10}})
         got = [d.id for d in out["ranker"]["documents"]]
         if got != row.rankings[query_id][:10]:
-            raise RuntimeError(f"the YAML pipeline's ranking for query {query_id} differs from the measured one")
+            logger.error("The YAML pipeline ranks query %s differently from the row %r", query_id, row.name)
+            differs = f"NOT the shipped YAML pipeline's ranking (query {query_id} differs)"
+            return f"{note}; {differs}" if note else differs
     checked = f"the shipped YAML pipeline gives this ranking ({len(queries)} queries checked)"
     return f"{note}; {checked}" if note else checked
 

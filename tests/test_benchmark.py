@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from haystack import Document
 
 from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
 from haystack_crossrerank.cli import main
@@ -197,3 +198,39 @@ def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path
     assert row["pairs"] == 2 * sum(len(docs) for docs in candidates.values()) and row["pairs_per_s"] > 0
     with pytest.raises(SystemExit):
         main(["bench", "--set", "aggregation"])
+
+
+def test_bench_fusion_flags_reach_the_checked_pipeline(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    options = BenchOptions(
+        data_dir=str(data),
+        depth=4,
+        models=[str(tiny_model)],
+        passages=["windows"],  # the shipped BM25 mode, so the shipped pipeline is checked against this run
+        fusion="rrf",
+        fusion_weight=0.9,
+        peer=False,
+        precision="fp32",
+        show_progress=False,
+    )
+    result = run_benchmark(options)
+    assert (result["settings"]["shipped_ranker"]["fusion"], result["settings"]["shipped_ranker"]["fusion_weight"]) == (
+        "rrf",
+        0.9,
+    )
+    fused = next(r for r in result["rows"] if r["row"].endswith("rrf fusion"))
+    assert "the shipped YAML pipeline gives this ranking" in fused["note"]
+
+
+def test_a_pipeline_that_ranks_differently_is_noted_not_raised() -> None:
+    from haystack_crossrerank.benchmark import Row, _check_pipeline
+
+    class Fixed:
+        def run(self, data: dict) -> dict:
+            return {"ranker": {"documents": [Document(id="b"), Document(id="a")]}}
+
+    from haystack_crossrerank.first_stage import first_stage
+
+    row = Row(name="x", rankings={"q1": ["a", "b"]}, latencies_ms=[1.0], note="weight 0.5")
+    note = _check_pipeline(Fixed(), first_stage("bm25"), [("q1", "text")], row, row.note)  # type: ignore[arg-type]
+    assert note == "weight 0.5; NOT the shipped YAML pipeline's ranking (query q1 differs)"
