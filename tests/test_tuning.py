@@ -120,7 +120,9 @@ def test_tune_reuses_saved_passage_scores(tmp_path: Path, tiny_model: Path) -> N
     assert again["first_stages"]["bm25"]["grid"] == first["first_stages"]["bm25"]["grid"]
 
 
-def test_tune_reuses_cached_queries_and_scores_only_new_ones(tmp_path: Path, tiny_model: Path) -> None:
+def test_tune_reuses_cached_queries_and_scores_only_new_ones(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_train_split(tmp_path / "toy")
     (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq3\td4\t1\nq2\td2\t1\n")
     cache = tmp_path / "scores.json"
@@ -128,7 +130,17 @@ def test_tune_reuses_cached_queries_and_scores_only_new_ones(tmp_path: Path, tin
     run_tuning(small_options(data, tiny_model, scores_path=str(cache), queries=2, variants=variants))
     cached = set(json.loads(cache.read_text())["sentences/passage"])
     assert len(cached) == 2
+    scored: list[str] = []
+    original = CrossEncoderRanker.score_passages
+
+    def counting(self, query, documents, **kwargs):  # type: ignore[no-untyped-def]
+        scored.append(query)
+        return original(self, query, documents, **kwargs)
+
+    monkeypatch.setattr(CrossEncoderRanker, "score_passages", counting)
     full = run_tuning(small_options(data, tiny_model, scores_path=str(cache), queries=None, variants=variants))
+    assert len(scored) == 1  # only the query the cache did not hold was scored
+    monkeypatch.undo()
     assert full["queries"] == 3 and set(json.loads(cache.read_text())["sentences/passage"]) == {"q1", "q2", "q3"}
     fresh = run_tuning(small_options(data, tiny_model, queries=None, variants=variants))  # no cache at all
     assert full["first_stages"]["bm25"]["grid"] == fresh["first_stages"]["bm25"]["grid"]
