@@ -23,13 +23,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Our rows' ranker settings (the rest are the ranker's defaults).
+OURS: dict[str, dict[str, Any]] = {
+    "ours_auto": {},
+    "ours_fp32": {"precision": "fp32"},
+    "ours_bf16": {"precision": "bf16"},
+    "ours_int8": {"precision": "int8"},
+    "ours_onnx": {"backend": "onnx"},
+    "ours_onnx_int8": {"backend": "onnx", "precision": "int8"},
+    "ours_openvino": {"backend": "openvino"},
+    "ours_openvino_int8": {"backend": "openvino", "precision": "int8"},
+    "ours_eager": {"model_kwargs": {"attn_implementation": "eager"}},
+}
 ROWS: dict[str, str] = {
     "ours_auto": "CrossEncoderRanker, defaults (precision auto)",
     "ours_fp32": "CrossEncoderRanker, precision fp32",
     "ours_bf16": "CrossEncoderRanker, precision bf16",
-    "ours_int8": "CrossEncoderRanker, precision int8",
+    "ours_int8": "CrossEncoderRanker, precision int8 (torch dynamic)",
+    "ours_onnx": "CrossEncoderRanker, backend onnx (fp32)",
+    "ours_onnx_int8": "CrossEncoderRanker, backend onnx, precision int8 (static, calibrated)",
+    "ours_openvino": "CrossEncoderRanker, backend openvino (auto: bf16 here)",
+    "ours_openvino_int8": "CrossEncoderRanker, backend openvino, precision int8 (NNCF, calibrated)",
+    "ours_eager": "CrossEncoderRanker, defaults but eager attention (not SDPA)",
     "peer_default": "SentenceTransformersSimilarityRanker, defaults (batch 16)",
     "peer_bs32": "SentenceTransformersSimilarityRanker, batch_size=32",
+    "peer_bf16": "SentenceTransformersSimilarityRanker, batch_size=32, bf16 weights",
     "st_rank": "sentence-transformers CrossEncoder.rank (batch 32)",
     "transformers": "plain transformers (batch 32, unsorted, fp32)",
 }
@@ -39,7 +57,7 @@ def load_candidates(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run_row(name: str, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+def run_row(name: str, model: str, payload: dict[str, Any], passages: str = "document") -> dict[str, Any]:
     """Rerank every query's candidates with one engine; return timings and per-query scores."""
     from haystack import Document
 
@@ -49,18 +67,20 @@ def run_row(name: str, model: str, payload: dict[str, Any]) -> dict[str, Any]:
         for q, docs in payload["candidates"].items()
     }
     score: Callable[[str, list[Document]], dict[str, float]]
-    if name.startswith("ours_"):
+    if name in OURS:
         from haystack_crossrerank import CrossEncoderRanker
 
         ranker = CrossEncoderRanker(
-            model=model, top_k=1000, meta_fields_to_embed=["title"], precision=name.split("_", 1)[1]
+            model=model, top_k=1000, meta_fields_to_embed=["title"], passages=passages, **OURS[name]
         )
         ranker.warm_up()
         score = lambda q, docs: {d.id: d.score or 0.0 for d in ranker.run(query=q, documents=docs)["documents"]}  # noqa: E731
     elif name.startswith("peer_"):
         from haystack_integrations.components.rankers.sentence_transformers import SentenceTransformersSimilarityRanker
 
-        kwargs: dict[str, Any] = {"batch_size": 32} if name == "peer_bs32" else {}
+        kwargs: dict[str, Any] = {"batch_size": 32} if name != "peer_default" else {}
+        if name == "peer_bf16":
+            kwargs["model_kwargs"] = {"dtype": "bfloat16"}
         peer = SentenceTransformersSimilarityRanker(model=model, top_k=1000, meta_fields_to_embed=["title"], **kwargs)
         peer.warm_up()
         score = lambda q, docs: {d.id: d.score or 0.0 for d in peer.run(query=q, documents=docs)["documents"]}  # noqa: E731
@@ -155,6 +175,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the project's built offline model")
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {list(ROWS)}")
+    parser.add_argument(
+        "--passages",
+        default="document",
+        choices=["document", "sentences", "windows"],
+        help="our rows' passage mode (the peer rows always score whole documents)",
+    )
     parser.add_argument("--json", default="results/rerank_speed.json")
     parser.add_argument("--child", nargs=3, metavar=("ROW", "CANDIDATES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,7 +188,7 @@ def main() -> None:
     if args.child:
         row, candidates_path, out = args.child
         payload = load_candidates(Path(candidates_path))
-        Path(out).write_text(json.dumps(run_row(row, args.model, payload)))
+        Path(out).write_text(json.dumps(run_row(row, args.model, payload, args.passages)))
         return
 
     from haystack_crossrerank.first_stage import bm25_candidates
@@ -186,7 +212,8 @@ def main() -> None:
         candidates_path.write_text(json.dumps(payload))
         for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
             out = Path(tmp) / f"{row}.json"
-            command = [sys.executable, __file__, "--model", model, "--child", row, str(candidates_path), str(out)]
+            command = [sys.executable, __file__, "--model", model, "--passages", args.passages]
+            command += ["--child", row, str(candidates_path), str(out)]
             print(f"running {row} ...", flush=True)
             done = subprocess.run(command, check=False)
             if done.returncode != 0:
@@ -195,8 +222,11 @@ def main() -> None:
             results.append(json.loads(out.read_text()))
     table = summarise(results, payload)
     pairs = sum(len(v) for v in payload["candidates"].values())
-    print(f"\n{len(payload['queries'])} SciFact test queries, BM25 top-100 ({pairs} pairs), model {model}")
-    header = ["row", "pairs/s", "p50 ms", "p95 ms", "RSS MB", "nDCG@10", "Spearman vs fp32", "x peer"]
+    print(
+        f"\n{len(payload['queries'])} SciFact test queries, BM25 top-100 ({pairs} documents), model {model}, "
+        f"our rows in passage mode {args.passages!r}"
+    )
+    header = ["row", "docs/s", "p50 ms", "p95 ms", "RSS MB", "nDCG@10", "Spearman vs fp32", "x peer"]
     print(" | ".join(header))
     for row in table:
         print(
@@ -205,7 +235,8 @@ def main() -> None:
             f"{row.get('speed_vs_peer', float('nan')):.2f}"
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": model, "queries": args.queries, "rows": table}, indent=2) + "\n")
+    report = {"model": model, "queries": args.queries, "passages": args.passages, "rows": table}
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
 
 

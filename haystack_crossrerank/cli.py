@@ -235,6 +235,31 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(model, data_dir=data_dir, queries=args.queries, examine=args.examine)
 
 
+def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from haystack_crossrerank.onnx_backend import INT8_MIN_SPEARMAN, beir_calibration_pairs
+    from haystack_crossrerank.scoring import CrossEncoderScorer
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        raise SystemExit("crossrerank quantize calibrates on a BEIR set's train queries: pass --data-dir")
+    model = args.model or str(_default_model_or_exit(data_dir=args.data_dir))
+    calibration, held = beir_calibration_pairs(data_dir, dataset=args.dataset, count=args.pairs, seed=args.seed)
+    scorer = CrossEncoderScorer(model, backend=args.backend, precision="fp32", device="cpu")
+    report = scorer.calibrate_int8(calibration, held)
+    summary: dict[str, Any] = {"model": model, "export": str(scorer.onnx_folder), **asdict(report)}
+    title = f"int8 calibration, {args.backend} ({args.dataset} train; gate: Spearman >= {INT8_MIN_SPEARMAN})"
+    _print_metrics(title, summary)
+    if not report.passed:
+        print(
+            f"\nrefused: the int8 scores correlate {report.spearman:.4f} with fp32 (< {INT8_MIN_SPEARMAN}); "
+            f"precision 'int8' on backend {args.backend!r} falls back to the exact fp32 model",
+            file=sys.stderr,
+        )
+    return summary
+
+
 def _default_model_or_exit(*, build: bool = False, data_dir: str | None = None) -> Path:
     path = built_model_dir("minilm")
     if (path / "config.json").is_file():
@@ -348,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true")
     build.add_argument("--json")
     build.set_defaults(func=cmd_build_default_model)
+
+    quantize = sub.add_parser(
+        "quantize", help="export to ONNX and calibrate a static int8 copy, kept only if it passes the accuracy gate"
+    )
+    quantize.add_argument("--model", help="hub id or folder (default: the built default model)")
+    quantize.add_argument("--backend", choices=["openvino", "onnx"], default="openvino", help="the runtime")
+    quantize.add_argument("--data-dir", help=f"folder with the BEIR set (default: ${DATA_DIR_ENV}, ../shared/data)")
+    quantize.add_argument("--dataset", default="scifact", help="BEIR set whose train queries give the pairs")
+    quantize.add_argument("--pairs", type=int, default=256, help="calibration pairs, and as many held-out pairs")
+    quantize.add_argument("--seed", type=int, default=42)
+    quantize.add_argument("--json", help="write the report to this JSON file")
+    quantize.set_defaults(func=cmd_quantize)
 
     bench = sub.add_parser("bench", help="retrieval benchmark: first stage, reranked, and the peer")
     bench.add_argument("--data-dir", help="BEIR folder, or a folder holding it (default: ../shared/data)")

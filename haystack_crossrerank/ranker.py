@@ -17,7 +17,6 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 
 from haystack_crossrerank.checks import check_choice, check_int, check_number
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
-from haystack_crossrerank.hardware import PRECISIONS
 from haystack_crossrerank.passages import (
     AGGREGATIONS,
     META_PLACEMENTS,
@@ -26,7 +25,7 @@ from haystack_crossrerank.passages import (
     aggregate,
     document_passages,
 )
-from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
+from haystack_crossrerank.scoring import CrossEncoderScorer, check_backend, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +95,7 @@ class CrossEncoderRanker:
         window_size: int = 3,
         window_stride: int = 2,
         max_passages: int | None = None,
+        backend: str = "torch",
     ) -> None:
         """
         Create the ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
@@ -115,7 +115,7 @@ class CrossEncoderRanker:
         :param score_threshold: Drop Documents whose final score is below this value (before `top_k`).
         :param batch_size: The most pairs in one forward pass; must be > 0.
         :param max_length: The most tokens per pair; `None` takes the model's limit (longer is clamped).
-        :param precision: `"auto"`, `"fp32"`, `"fp16"` or `"bf16"`.
+        :param precision: `"auto"`, `"fp32"`, `"fp16"`, `"bf16"` or `"int8"` (see `backend`).
         :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`.
         :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
         :param fusion: `None` (off), or how to combine the cross-encoder score with each Document's incoming
@@ -135,6 +135,9 @@ class CrossEncoderRanker:
         :param window_size: Sentences per window (`passages="windows"`).
         :param window_stride: Sentences the window moves (`passages="windows"`).
         :param max_passages: Score at most the first this many passages of each document (a cost bound).
+        :param backend: `"torch"`, `"onnx"` (ONNX Runtime) or `"openvino"`: the exported backends take
+            precision `"fp32"`, a calibrated `"int8"`, and on OpenVINO `"bf16"` (see
+            :class:`haystack_crossrerank.scoring.CrossEncoderScorer`).
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
@@ -148,8 +151,7 @@ class CrossEncoderRanker:
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
         if device is not None and not isinstance(device, ComponentDevice):
             raise TypeError(f"`device` must be a ComponentDevice or None, but got {type(device).__name__}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+        check_backend(backend, precision, model_kwargs)
         for name, value in (
             ("query_prefix", query_prefix),
             ("query_suffix", query_suffix),
@@ -203,6 +205,7 @@ class CrossEncoderRanker:
         self.batch_size = batch_size
         self.max_length = max_length
         self.precision = precision
+        self.backend = backend
         self.model_kwargs = model_kwargs
         self.tokenizer_kwargs = tokenizer_kwargs
         self.fusion = fusion
@@ -239,6 +242,7 @@ class CrossEncoderRanker:
             token=self.token.resolve_value() if self.token is not None else None,
             model_kwargs=self.model_kwargs,
             tokenizer_kwargs=self.tokenizer_kwargs,
+            backend=self.backend,
         )
         scorer.load()
         self._scorer = scorer
@@ -280,6 +284,7 @@ class CrossEncoderRanker:
             window_size=self.window_size,
             window_stride=self.window_stride,
             max_passages=self.max_passages,
+            backend=self.backend,
         )
         if data["init_parameters"]["model_kwargs"] is not None:
             serialize_hf_model_kwargs(data["init_parameters"]["model_kwargs"])

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from haystack_crossrerank.checks import check_int
+from haystack_crossrerank.checks import check_choice, check_int
 from haystack_crossrerank.hardware import (
     PRECISIONS,
     model_max_length,
@@ -24,6 +24,7 @@ from haystack_crossrerank.hardware import (
     resolve_device,
     resolve_precision,
 )
+from haystack_crossrerank.onnx_backend import BACKEND_PRECISIONS, BACKENDS, Int8Report
 from haystack_crossrerank.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ class CrossEncoderScorer:
     :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`
         (for example `{"num_labels": 1}` to put a fresh one-logit head on a base model).
     :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
+    :param backend: `"torch"`; `"onnx"` for ONNX Runtime (the `onnx` extra) or `"openvino"` for OpenVINO (the
+        `openvino` extra): the model is exported to ONNX once, into a cache (see
+        :mod:`haystack_crossrerank.onnx_backend`). ONNX Runtime takes precision `"fp32"` (what `"auto"` means
+        there) or `"int8"`; OpenVINO `"fp32"`, `"bf16"` (`"auto"` where the CPU computes bf16) or `"int8"`.
+        int8 needs a calibrated copy (:meth:`calibrate_int8`, `crossrerank quantize`).
     """
 
     def __init__(
@@ -95,11 +101,11 @@ class CrossEncoderScorer:
         token: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
+        backend: str = "torch",
     ) -> None:
         if not isinstance(model, (str, Path)) or not str(model).strip():
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, but got {precision!r}")
+        check_backend(backend, precision, model_kwargs)
         check_int("batch_size", batch_size, minimum=1)
         if max_length is not None:
             check_int("max_length", max_length, minimum=1)
@@ -114,6 +120,9 @@ class CrossEncoderScorer:
         self.token = token
         self.model_kwargs = dict(model_kwargs or {})
         self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
+        self.backend = backend
+        self.onnx_folder: Path | None = None
+        self.int8_report: Int8Report | None = None
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: torch.device | None = None
@@ -124,6 +133,7 @@ class CrossEncoderScorer:
         self._pair_special_tokens = 0
         self._pad_id = 0
         self._use_token_types = False
+        self.attention = ""
 
     # ------------------------------------------------------------------ loading
     @property
@@ -176,16 +186,21 @@ class CrossEncoderScorer:
             tokenizer = AutoTokenizer.from_pretrained(name, **hub_kwargs, **self.tokenizer_kwargs)
         except (OSError, ValueError) as error:
             raise OSError(f"Could not load the tokenizer of cross-encoder '{self.model_name}': {error}") from error
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name, config=config, **hub_kwargs, **model_kwargs
-            )
-        except Exception as error:  # safetensors, torch and transformers raise many kinds here
-            raise OSError(f"Could not load the weights of cross-encoder '{self.model_name}': {error}") from error
+
+        def load_weights() -> Any:
+            try:
+                return AutoModelForSequenceClassification.from_pretrained(
+                    name, config=config, **hub_kwargs, **model_kwargs
+                ).eval()
+            except Exception as error:  # safetensors, torch and transformers raise many kinds here
+                raise OSError(f"Could not load the weights of cross-encoder '{self.model_name}': {error}") from error
 
         device = resolve_device(self.requested_device)
+        if self.backend != "torch":
+            self._load_exported(name, config, tokenizer, load_weights, device)
+            return
+        model = load_weights()
         precision = resolve_precision(self.requested_precision, device)
-        model.eval()
         model.to(device)
         if precision == "bf16" or (precision == "fp16" and device.type != "cpu"):
             # The weights themselves are cast. On the CPU, bf16 weights measured 1.2x the pairs/s of bf16 autocast
@@ -194,7 +209,99 @@ class CrossEncoderScorer:
             model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
         if precision == "int8":
             model = quantize_int8(model)
-        self._attach(model, tokenizer, device, precision)
+        self._attach(model, model.config, tokenizer, device, precision)
+
+    def _load_exported(
+        self, name: str, config: Any, tokenizer: Any, load_weights: Callable[[], Any], device: Any
+    ) -> None:
+        """Export (or reuse the cached export) and compile it on the backend's runtime."""
+        from haystack_crossrerank import onnx_backend
+
+        onnx_backend.require_runtime(self.backend)
+        folder = onnx_backend.local_model_folder(name, self.token)
+        example = {
+            key: torch.as_tensor(value)
+            for key, value in tokenizer(
+                ["a query", "another query"], ["a short text", "a longer text of several words"], padding=True
+            ).items()
+            if key in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        export = onnx_backend.export_onnx(load_weights, folder, example=example)
+        precision = onnx_backend.resolve_backend_precision(self.backend, self.requested_precision)
+        path = export / "model.onnx"
+        if precision == "int8":
+            report = onnx_backend.int8_report(export, self.backend)
+            if report is None:
+                raise ValueError(
+                    f"Cross-encoder '{self.model_name}' has no calibrated int8 {self.backend} model yet: calibrate "
+                    f"one with `crossrerank quantize --backend {self.backend} --model {self.model_name}` (or "
+                    "CrossEncoderScorer.calibrate_int8), which also checks it against fp32"
+                )
+            self.int8_report = report
+            if report.passed:
+                path = onnx_backend.int8_path(export, self.backend)
+            else:
+                precision = "fp32"
+                logger.warning(
+                    "The int8 %s model of '%s' was refused at calibration: the Spearman correlation of its scores "
+                    "against fp32 was %.4f, below %.2f; scoring with the exact fp32 model instead",
+                    self.backend,
+                    self.model_name,
+                    report.spearman,
+                    onnx_backend.INT8_MIN_SPEARMAN,
+                )
+        self.onnx_folder = export
+        session = onnx_backend.RuntimeSession(self.backend, path, precision=precision, device_type=device.type)
+        self._attach(session, config, tokenizer, device, precision)
+
+    def calibrate_int8(
+        self,
+        calibration_pairs: Sequence[tuple[str, str]],
+        held_pairs: Sequence[tuple[str, str]],
+        *,
+        batch_size: int = 16,
+    ) -> Int8Report:
+        """
+        Make the calibrated int8 copy of this ONNX model, keep it only if it passes the gate, and use it if so.
+
+        :param calibration_pairs: In-domain (query, text) pairs whose activations set the int8 scales (a few
+            hundred; more costs time, not accuracy).
+        :param held_pairs: Other pairs, scored by fp32 and int8: the int8 copy is kept only if the Spearman
+            correlation of the two is at least :data:`haystack_crossrerank.onnx_backend.INT8_MIN_SPEARMAN`.
+        :param batch_size: Pairs per calibration batch.
+        :returns: The report (`passed`, `spearman`, ...), also stored beside the export.
+        :raises ValueError: If the scorer's backend is `"torch"`, or either pair list is empty.
+        """
+        from haystack_crossrerank import onnx_backend
+
+        if self.backend == "torch":
+            raise ValueError(
+                f"calibrate_int8 needs backend 'onnx' or 'openvino', but this scorer's backend is {self.backend!r}"
+            )
+        _check_pairs(calibration_pairs)
+        _check_pairs(held_pairs)
+        if not calibration_pairs or not held_pairs:
+            raise ValueError(
+                f"calibrate_int8 needs calibration and held-out pairs, but got {len(calibration_pairs)} and "
+                f"{len(held_pairs)}"
+            )
+        self.load()
+        assert self.onnx_folder is not None
+        calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
+        held = list(self._batches(held_pairs, self.batch_size, self.max_length))
+        report = onnx_backend.calibrate_int8(
+            self.onnx_folder,
+            self.backend,
+            calibration,
+            held,
+            counts=(len(calibration_pairs), len(held_pairs), onnx_backend.pairs_digest(calibration_pairs)),
+        )
+        self.int8_report = report
+        if report.passed and self.requested_precision == "int8":
+            path = onnx_backend.int8_path(self.onnx_folder, self.backend)
+            self.model = onnx_backend.RuntimeSession(self.backend, path, precision="int8")
+            self.precision = "int8"
+        return report
 
     @classmethod
     def from_model(
@@ -228,17 +335,21 @@ class CrossEncoderScorer:
         if model.config.num_labels != 1:
             raise ValueError(f"the model must have exactly one output label, but has {model.config.num_labels}")
         scorer._attach(
-            model, tokenizer, next(model.parameters()).device, resolve_precision(precision, torch.device("cpu"))
+            model,
+            model.config,
+            tokenizer,
+            next(model.parameters()).device,
+            resolve_precision(precision, torch.device("cpu")),
         )
         return scorer
 
-    def _attach(self, model: Any, tokenizer: Any, device: torch.device, precision: str) -> None:
-        """Set everything scoring needs from a loaded model and tokenizer."""
+    def _attach(self, model: Any, config: Any, tokenizer: Any, device: torch.device, precision: str) -> None:
+        """Set everything scoring needs from a loaded model (torch, or an ONNX session), its config and tokenizer."""
         from tokenizers import Tokenizer
 
         if getattr(tokenizer, "backend_tokenizer", None) is None:
             raise OSError(f"Cross-encoder '{self.model_name}' has no fast (tokenizers) tokenizer, which is required")
-        limit = model_max_length(model.config, tokenizer)
+        limit = model_max_length(config, tokenizer)
         if self.requested_max_length is None:
             max_length = limit
         elif self.requested_max_length > limit:
@@ -262,7 +373,7 @@ class CrossEncoderScorer:
         if max_length <= special + 1:
             raise ValueError(f"`max_length` must be > {special + 1} for this model, but got {max_length}")
 
-        self.activation = _activation_from_config(model.config, self.model_name)
+        self.activation = _activation_from_config(config, self.model_name)
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision
@@ -272,8 +383,18 @@ class CrossEncoderScorer:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._use_token_types = "token_type_ids" in tokenizer.model_input_names
         self.model = model
+        # transformers 5 runs BERT-like encoders with scaled-dot-product attention unless told otherwise.
+        self.attention = (
+            "exported graph" if self.backend != "torch" else str(getattr(config, "_attn_implementation", "?"))
+        )
         logger.info(
-            "Loaded cross-encoder '%s' on %s (%s, max_length=%d)", self.model_name, device, precision, max_length
+            "Loaded cross-encoder '%s' on %s (%s %s, attention %s, max_length=%d)",
+            self.model_name,
+            device,
+            self.backend,
+            precision,
+            self.attention,
+            max_length,
         )
 
     # ------------------------------------------------------------------ scoring
@@ -309,8 +430,11 @@ class CrossEncoderScorer:
         bar = progress(desc="Scoring pairs", unit="pair", total=len(pairs), enabled=show_progress_bar)
         with torch.inference_mode(), self._autocast():
             for indices, features in self._batches(pairs, size, limit):
-                logits = self.model(**features).logits
-                scores[indices] = logits.reshape(-1).float().cpu().numpy()
+                if self.backend != "torch":
+                    scores[indices] = self.model(features)
+                else:
+                    logits = self.model(**self._to_device(features)).logits
+                    scores[indices] = logits.reshape(-1).float().cpu().numpy()
                 bar.update(len(indices))
         bar.close()
         return [float(s) for s in scores]
@@ -336,7 +460,7 @@ class CrossEncoderScorer:
         """
         _check_pairs(pairs)
         self.load()
-        return self._collate(self._encode_pairs(pairs, {}, self.max_length))
+        return self._to_device(self._collate(self._encode_pairs(pairs, {}, self.max_length)))
 
     # ------------------------------------------------------------------ internals
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -379,7 +503,7 @@ class CrossEncoderScorer:
 
     def _batches(
         self, pairs: Sequence[tuple[str, str]], size: int, max_length: int
-    ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Yield (input positions, features) per batch; pairs are tokenized in windows so memory stays bounded."""
         window = max(size * 32, 2048)
         cache: dict[str, Any] = {}
@@ -390,7 +514,11 @@ class CrossEncoderScorer:
             for batch in _split_by_budget(order, lengths, size, self.max_batch_tokens):
                 yield batch + start, self._collate([encodings[i] for i in batch])
 
-    def _collate(self, encodings: list[Any]) -> dict[str, torch.Tensor]:
+    def _to_device(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        assert self.device is not None
+        return {name: torch.from_numpy(value).to(self.device) for name, value in features.items()}
+
+    def _collate(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -400,14 +528,31 @@ class CrossEncoderScorer:
             ids[row, :n] = encoding.ids
             mask[row, :n] = 1
             types[row, :n] = encoding.type_ids
-        assert self.device is not None
-        features = {
-            "input_ids": torch.from_numpy(ids).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-        }
+        features = {"input_ids": ids, "attention_mask": mask}
         if self._use_token_types:
-            features["token_type_ids"] = torch.from_numpy(types).to(self.device)
+            features["token_type_ids"] = types
         return features
+
+
+def check_backend(backend: str, precision: str, model_kwargs: dict[str, Any] | None) -> None:
+    """
+    Check a backend and precision pair (shared by the scorer and the ranker).
+
+    :raises ValueError: For an unknown backend or precision, a precision the backend lacks, or `model_kwargs`
+        with the ONNX backend (it exports the model's saved files as they are).
+    """
+    check_choice("backend", backend, BACKENDS)
+    check_choice("precision", precision, PRECISIONS)
+    if backend in BACKEND_PRECISIONS and precision not in BACKEND_PRECISIONS[backend]:
+        raise ValueError(
+            f"backend {backend!r} takes precision {list(BACKEND_PRECISIONS[backend])}, but got {precision!r}; "
+            "backend 'torch' takes every precision"
+        )
+    if backend != "torch" and model_kwargs:
+        raise ValueError(
+            f"backend {backend!r} exports the model's saved files as they are and takes no `model_kwargs`, but "
+            f"got {sorted(model_kwargs)}"
+        )
 
 
 def _longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
