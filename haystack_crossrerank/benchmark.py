@@ -15,6 +15,7 @@ from typing import Any
 from haystack import Document, Pipeline
 
 from haystack_crossrerank.data.beir import load_beir
+from haystack_crossrerank.documents import deduplicate_documents
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
 from haystack_crossrerank.first_stage import (
     FirstStage,
@@ -28,7 +29,7 @@ from haystack_crossrerank.first_stage import (
 from haystack_crossrerank.fusion import fuse_scores
 from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.progress import progress
-from haystack_crossrerank.ranker import CrossEncoderRanker, deduplicate_documents
+from haystack_crossrerank.ranker import CrossEncoderRanker
 
 logger = logging.getLogger(__name__)
 

@@ -6,26 +6,35 @@ import math
 from typing import Any
 
 
-def check_int(name: str, value: Any, *, minimum: int) -> None:
+def check_int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
     """
+    :param optional: `None` is accepted too.
     :raises TypeError: If `value` is not an int (a bool is not one).
     :raises ValueError: If it is below `minimum`.
     """
+    if optional and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"`{name}` must be an int, but got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"`{name}` must be > {minimum - 1}, but got {value}")
 
 
-def check_number(name: str, value: Any) -> None:
+def check_number(name: str, value: Any, *, optional: bool = False, unit_interval: bool = False) -> None:
     """
+    :param optional: `None` is accepted too.
+    :param unit_interval: The value must lie in [0, 1].
     :raises TypeError: If `value` is not an int or float (a bool is not one).
-    :raises ValueError: If it is NaN.
+    :raises ValueError: If it is NaN, or outside [0, 1] when `unit_interval` is set.
     """
+    if optional and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, but got {type(value).__name__} {value!r}")
     if math.isnan(value):
         raise ValueError(f"`{name}` must be a number, but got NaN")
+    if unit_interval and not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1], but got {value}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -11,15 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank.hardware import PRECISIONS, TRAINING_PRECISIONS
+from haystack_crossrerank.cli_parser import build_parser
 from haystack_crossrerank.offline import (
-    OFFLINE_BASES,
     build_default_model,
     built_model_dir,
     offline_base_model,
-    resolve_data_dir,
 )
-from haystack_crossrerank.paths import DATA_DIR_ENV
+from haystack_crossrerank.paths import data_dir
 
 logger = logging.getLogger("haystack_crossrerank.cli")
 
@@ -35,7 +33,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         base = str(build_default_model(base=args.base, data_dir=args.data_dir))
     else:
         base = offline_base_model(args.base)
-    config = TrainConfig(
+    config = TrainConfig.for_task(
+        args.task,
         base_model=base,
         output_dir=args.output,
         epochs=args.epochs,
@@ -63,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             train_file=args.train_file,
             train_limit=args.train_limit,
             eval_test=not args.no_test,
-            symmetric_eval=args.symmetric_eval,
+            symmetric_eval=bool(args.symmetric_eval),
         )
     else:
         from haystack_crossrerank.training.retrieval import RetrievalOptions, train_retrieval
@@ -75,15 +74,17 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             RetrievalOptions(
                 data_dir=data_dir,
                 dataset=args.dataset,
-                loss=args.loss,
-                negatives=args.negatives,
-                mine_depth=args.mine_depth,
-                validation_queries=args.validation_queries,
+                **_given(
+                    loss=args.loss,
+                    negatives=args.negatives,
+                    mine_depth=args.mine_depth,
+                    validation_queries=args.validation_queries,
+                    max_length=args.max_length,
+                ),
                 eval_depth=args.eval_depth,
                 mix=parse_mix(args.mix),
                 train_limit=args.train_limit,
                 eval_test=not args.no_test,
-                **({"max_length": args.max_length} if args.max_length else {}),
             ),
         )
     summary = {
@@ -95,6 +96,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     _print_metrics("Training finished", summary)
     return summary
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags that were set: an unset one (`None`) keeps the dataclass's default."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def parse_mix(values: list[str]) -> dict[str, float]:
@@ -238,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from haystack_crossrerank.onnx_backend import INT8_MIN_SPEARMAN, beir_calibration_pairs
+    from haystack_crossrerank.exported import INT8_MIN_SPEARMAN, beir_calibration_pairs
     from haystack_crossrerank.scoring import CrossEncoderScorer
 
     data_dir = resolve_data_dir(args.data_dir)
@@ -260,6 +266,27 @@ def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.serving import ServeSettings, serve
+
+    settings = ServeSettings(
+        corpus=args.corpus,
+        pipeline=args.pipeline,
+        model=args.model,
+        ranker=dict(args.set or []) or None,
+        depth=args.depth,
+    )
+    print(f'serving {args.pipeline} on http://{args.host}:{args.port}/{args.pipeline}/run (POST {{"query": ...}})')
+    serve(settings, host=args.host, port=args.port)
+    return {"pipeline": args.pipeline, "corpus": args.corpus}
+
+
+def resolve_data_dir(value: str | None) -> str | None:
+    """The data folder by :func:`haystack_crossrerank.paths.data_dir`'s policy, as a string (`None`: the hub)."""
+    folder = data_dir(value)
+    return str(folder) if folder is not None else None
+
+
 def _default_model_or_exit(*, build: bool = False, data_dir: str | None = None) -> Path:
     path = built_model_dir("minilm")
     if (path / "config.json").is_file():
@@ -277,225 +304,16 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
         print(f"  {key:<{width}}  {shown}")
 
 
-# ---------------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossrerank", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="fine-tune a cross-encoder (STS-B recipe, or retrieval)")
-    train.add_argument("--task", choices=["sts", "retrieval"], default="sts")
-    train.add_argument(
-        "--base-model",
-        help="hub id or folder (default: sts: the offline all-MiniLM-L6-v2; retrieval: the built STS-B model)",
-    )
-    train.add_argument(
-        "--base",
-        choices=sorted(OFFLINE_BASES),
-        default="minilm",
-        help="offline base when --base-model is not given: minilm (fast) or mpnet (offline-mpnet extra)",
-    )
-    train.add_argument("--output", required=True, help="the model folder to write")
-    train.add_argument(
-        "--data-dir", help=f"folder with stsb/ and/or BEIR data (default: ${DATA_DIR_ENV}, ../shared/data)"
-    )
-    train.add_argument("--train-file", help="STS: train on this CSV/TSV/JSONL pair file instead of STS-B train")
-    train.add_argument("--dataset", default="scifact", help="retrieval: BEIR data set folder under --data-dir")
-    train.add_argument("--epochs", type=float, default=None)
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--warmup-ratio", type=float, default=0.1)
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--precision", choices=TRAINING_PRECISIONS, default="auto")
-    train.add_argument("--eval-steps", type=int, default=None)
-    train.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None)
-    train.add_argument("--swap-pairs", action=argparse.BooleanOptionalAction, default=None)
-    train.add_argument("--symmetric-eval", action=argparse.BooleanOptionalAction, default=None)
-    train.add_argument("--max-length", type=int, default=None)
-    train.add_argument("--train-limit", type=int, help="use only the first N training pairs / queries")
-    train.add_argument("--loss", choices=["bce", "listwise"], default=None, help="retrieval: the loss")
-    train.add_argument("--negatives", type=int, default=None, help="retrieval: mined negatives per positive")
-    train.add_argument("--mine-depth", type=int, default=None, help="retrieval: BM25 depth negatives come from")
-    train.add_argument("--validation-queries", type=int, default=None, help="retrieval: held-out train queries")
-    train.add_argument(
-        "--eval-depth",
-        type=int,
-        default=None,
-        help="retrieval: BM25 candidates per validation query (default: shipped)",
-    )
-    train.add_argument(
-        "--mix",
-        action="append",
-        default=[],
-        metavar="NAME=RATIO",
-        help="retrieval: mix in another BEIR set's train split, RATIO examples per primary example (repeatable)",
-    )
-    train.add_argument("--no-test", action="store_true", help="do not score the test split at the end")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    train.add_argument(
-        "--no-checkpoints", action="store_true", help="do not write resumable checkpoints (faster; no --resume)"
-    )
-    train.add_argument("--json", help="write the summary to this JSON file")
-    train.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("eval-sts", help="Pearson/Spearman of a model on STS-B or on any scored pair file")
-    ev.add_argument("--model", help="hub id or folder (default: the built default model)")
-    ev.add_argument("--split", default="validation", help="STS-B split: train, validation (dev) or test")
-    ev.add_argument(
-        "--pairs", help="evaluate this CSV/TSV/JSONL file of (sentence1, sentence2, score) instead of STS-B"
-    )
-    ev.add_argument(
-        "--score-range",
-        nargs=2,
-        type=float,
-        default=[0.0, 1.0],
-        metavar=("LOW", "HIGH"),
-        help="the range of the --pairs file's scores (default 0 1; STS-B's raw scores are 0 5)",
-    )
-    ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
-    ev.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
-    ev.add_argument("--json", help="write the metrics to this JSON file")
-    ev.set_defaults(func=cmd_eval_sts)
-
-    build = sub.add_parser("build-model", help="build an offline STS-B cross-encoder into the cache")
-    build.add_argument(
-        "--base",
-        choices=sorted(OFFLINE_BASES),
-        default="minilm",
-        help="; ".join(f"{b.name}: {b.description}" for b in OFFLINE_BASES.values()),
-    )
-    build.add_argument("--data-dir")
-    build.add_argument("--force", action="store_true")
-    build.add_argument("--json")
-    build.set_defaults(func=cmd_build_default_model)
-
-    quantize = sub.add_parser(
-        "quantize", help="export to ONNX and calibrate a static int8 copy, kept only if it passes the accuracy gate"
-    )
-    quantize.add_argument("--model", help="hub id or folder (default: the built default model)")
-    quantize.add_argument("--backend", choices=["openvino", "onnx"], default="openvino", help="the runtime")
-    quantize.add_argument("--data-dir", help=f"folder with the BEIR set (default: ${DATA_DIR_ENV}, ../shared/data)")
-    quantize.add_argument("--dataset", default="scifact", help="BEIR set whose train queries give the pairs")
-    quantize.add_argument("--pairs", type=int, default=256, help="calibration pairs, and as many held-out pairs")
-    quantize.add_argument("--seed", type=int, default=42)
-    quantize.add_argument("--json", help="write the report to this JSON file")
-    quantize.set_defaults(func=cmd_quantize)
-
-    bench = sub.add_parser("bench", help="retrieval benchmark: first stage, reranked, and the peer")
-    bench.add_argument("--data-dir", help="BEIR folder, or a folder holding it (default: ../shared/data)")
-    bench.add_argument("--dataset", default="scifact")
-    bench.add_argument("--split", default="test")
-    bench.add_argument("--first-stage", choices=["bm25", "faiss", "hybrid"], default="bm25")
-    bench.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
-    bench.add_argument("--model", action="append", help="cross-encoder(s) to rerank with (repeatable)")
-    bench.add_argument(
-        "--passages",
-        nargs="+",
-        choices=["document", "sentences", "windows"],
-        help="passage modes measured side by side (default: document and the shipped pipeline's mode)",
-    )
-    bench.add_argument(
-        "--fusion",
-        choices=["minmax", "zscore", "rrf"],
-        default=None,
-        help="fusion rows (default: the shipped pipeline's fusion, if any)",
-    )
-    bench.add_argument("--fusion-weight", type=float, default=None, help="default: the shipped pipeline's")
-    bench.add_argument("--plot-queries", type=int, default=20, help="queries timed per depth for the plot")
-    bench.add_argument(
-        "--set",
-        action="append",
-        type=_ranker_setting,
-        metavar="KEY=VALUE",
-        help="replace one of the shipped ranker's settings, e.g. --set aggregation=max --set max_passages=null",
-    )
-    bench.add_argument("--no-peer", action="store_true", help="skip the SentenceTransformersSimilarityRanker rows")
-    bench.add_argument("--peer-queries", type=int, default=20, help="queries for the (slow) peer rows")
-    bench.add_argument("--max-queries", type=int, default=None, help="use only the first N queries")
-    bench.add_argument(
-        "--sample-queries", type=int, default=None, help="a seeded random sample of N queries (for grouped files)"
-    )
-    bench.add_argument(
-        "--rerank-queries", type=int, default=None, help="rerank only the first N queries (first stage: all)"
-    )
-    bench.add_argument("--precision", choices=PRECISIONS, default="auto")
-    bench.add_argument("--batch-size", type=int, default=32)
-    bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
-    bench.add_argument("--json", help="write the table to this JSON file")
-    bench.set_defaults(func=cmd_bench)
-
-    tune = sub.add_parser(
-        "tune", help="choose passage, aggregation, fusion and depth settings on a BEIR set's training queries"
-    )
-    tune.add_argument("--data-dir", help="BEIR folder, or a folder holding it (default: ../shared/data)")
-    tune.add_argument("--dataset", default="scifact")
-    tune.add_argument("--split", default="train", help="the qrels split to tune on (never the test split)")
-    tune.add_argument(
-        "--first-stage", action="append", choices=["bm25", "faiss", "hybrid"], help="repeatable (default: bm25)"
-    )
-    tune.add_argument("--model", help="cross-encoder (default: the built default model)")
-    tune.add_argument("--queries", type=int, default=200, help="training queries sampled (seeded); 0 for all")
-    tune.add_argument(
-        "--query-ids",
-        help="tune on exactly these queries: a file with one id a line, a JSON list, or a retrieval-trained model's "
-        "heldout_queries.json (its held-out training queries)",
-    )
-    tune.add_argument("--seed", type=int, default=42)
-    tune.add_argument("--depths", type=_int_list, default=[10, 20, 30, 50], help="comma-separated, e.g. 10,20,50")
-    tune.add_argument(
-        "--variants",
-        nargs="+",
-        help="passage variants to score, as MODE/PLACEMENT (default: document sentences/passage "
-        "sentences/prefix windows/passage)",
-    )
-    tune.add_argument("--precision", choices=PRECISIONS, default="auto")
-    tune.add_argument("--batch-size", type=int, default=32)
-    tune.add_argument(
-        "--scores", help="JSON cache of the passage scores: cached queries are read, the others scored and added"
-    )
-    tune.add_argument(
-        "--selection",
-        choices=["lcb", "mean"],
-        default="lcb",
-        help="choose by the 90%% lower bound of the per-query gain over the first stage (default), or by the mean",
-    )
-    tune.add_argument("--json", help="write the choice and the whole grid to this JSON file")
-    tune.set_defaults(func=cmd_tune)
-
-    demo = sub.add_parser("demo", help="the main job: build the default model if needed, evaluate, rerank")
-    demo.add_argument("--data-dir")
-    demo.add_argument("--model", help="a cross-encoder folder (default: the built default model)")
-    demo.add_argument("--queries", type=int, default=2, help="claims to show")
-    demo.add_argument("--examine", type=int, default=30, help="claims run through the pipeline")
-    demo.add_argument("--json")
-    demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def _ranker_setting(value: str) -> tuple[str, Any]:
-    import yaml
-
-    key, sep, raw = value.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as aggregation=max, but got {value!r}")
-    return key.strip(), yaml.safe_load(raw)
-
-
-def _int_list(value: str) -> list[int]:
-    try:
-        numbers = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 10,20,50, but got {value!r}"
-        ) from None
-    if not numbers or min(numbers) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, but got {value!r}")
-    return numbers
+COMMANDS = {
+    "train": cmd_train,
+    "eval-sts": cmd_eval_sts,
+    "build-model": cmd_build_default_model,
+    "quantize": cmd_quantize,
+    "bench": cmd_bench,
+    "tune": cmd_tune,
+    "demo": cmd_demo,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,9 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # Haystack logs every component run at INFO: too much for a command line
         logging.getLogger("haystack").setLevel(logging.WARNING)
-    _apply_task_defaults(args)
     try:
-        result = args.func(args)
+        result = COMMANDS[args.command](args)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError, OSError) as error:
         print(f"crossrerank {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -520,17 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.json, result)
         print(f"\nwrote {args.json}")
     return 0
-
-
-def _apply_task_defaults(args: argparse.Namespace) -> None:
-    """Fill the unset training flags with the chosen task's defaults."""
-    if args.command != "train":
-        return
-    from haystack_crossrerank.training.defaults import task_defaults
-
-    for key, value in task_defaults(args.task).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,7 @@ def run_demo(model: Path, *, data_dir: str | None, queries: int = 2, examine: in
     ranker = pipeline.get_component("ranker")
     settings = {k: getattr(ranker, k) for k in ("passages", "aggregation", "fusion", "fusion_weight")}
     print(f"\nSciFact test claims through pipelines/bm25_rerank.yaml (ranker settings: {settings})")
-    titles = {doc.id: doc.meta.get("title") or "" for doc in corpus_documents(data)}
+    titles = {doc.id: doc.meta.get("title") or "" for doc in corpus_documents(data.corpus)}
     moves = {"up": 0, "down": 0, "same": 0}
     shown: list[dict[str, Any]] = []
     examined = list(data.queries.items())[:examine]

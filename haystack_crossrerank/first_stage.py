@@ -96,29 +96,27 @@ def shipped_depth(stage: FirstStage) -> int:
     return int(data["components"][stage.depth_components[-1]]["init_parameters"]["top_k"])
 
 
-def corpus_documents(data: BeirData) -> list[Document]:
+def corpus_documents(corpus: dict[str, dict[str, str]]) -> list[Document]:
     """
-    The corpus as Haystack Documents: the BEIR id, the text as content, the title in `meta["title"]`.
+    A corpus as Haystack Documents: the id, the text as content, the title in `meta["title"]`.
 
-    :param data: The data set.
+    :param corpus: doc id -> `{"title", "text"}` (a :class:`BeirData`'s corpus, or :func:`read_corpus`'s).
     :returns: One Document per corpus row.
     """
-    return [
-        Document(id=doc_id, content=doc["text"], meta={"title": doc["title"]}) for doc_id, doc in data.corpus.items()
-    ]
+    return [Document(id=doc_id, content=doc["text"], meta={"title": doc["title"]}) for doc_id, doc in corpus.items()]
 
 
-def index_corpus(data: BeirData, indexing: str, embedder: str | None = None) -> float:
+def index_corpus(data: BeirData | dict[str, dict[str, str]], indexing: str, embedder: str | None = None) -> float:
     """
-    Write the corpus into the shared in-memory store through an indexing YAML pipeline (replacing what was there).
+    Write a corpus into the shared in-memory store through an indexing YAML pipeline (replacing what was there).
 
-    :param data: The data set.
+    :param data: The data set, or a corpus (doc id -> `{"title", "text"}`).
     :param indexing: `"indexing_bm25"` or `"indexing_dense"`.
     :param embedder: The embedding model for the dense indexing pipeline (default: the offline MiniLM).
     :returns: Seconds taken.
     """
     InMemoryDocumentStore(index=STORE_INDEX).delete_all_documents()
-    documents = corpus_documents(data)
+    documents = corpus_documents(data.corpus if isinstance(data, BeirData) else data)
     dense = indexing == "indexing_dense"
     overrides = {"embedder": {"model": embedder or offline_embedder()}} if dense else None
     pipeline = load_pipeline(pipeline_path(indexing), overrides=overrides)

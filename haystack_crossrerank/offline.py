@@ -21,7 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from haystack_crossrerank.paths import DATA_DIR_ENV, home
+from haystack_crossrerank.paths import data_dir as resolve_data_dir
+from haystack_crossrerank.paths import home
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def build_default_model(*, base: str = "minilm", data_dir: str | None = None, fo
     there already.
 
     :param base: `"minilm"` (about 6 minutes on a 2-core CPU) or `"mpnet"` (about 35 minutes).
-    :param data_dir: The folder holding `stsb/` (default: see :func:`resolve_data_dir`).
+    :param data_dir: The folder holding `stsb/` (default: see :func:`haystack_crossrerank.paths.data_dir`).
     :param force: Rebuild even if it exists.
     :returns: The model folder.
     """
@@ -212,19 +213,3 @@ def verify_sha256(path: Path, expected: str, *, remove_folder_on_mismatch: Path 
         if remove_folder_on_mismatch is not None:
             shutil.rmtree(remove_folder_on_mismatch, ignore_errors=True)
         raise ValueError(f"{path} has sha256 {actual}, but the pinned value is {expected}: refusing to load it")
-
-
-def resolve_data_dir(value: str | None) -> str | None:
-    """
-    The data folder: the argument, else `$CROSSRERANK_DATA_DIR`, else `../shared/data` beside the checkout if
-    it exists, else `None` (load from the hub).
-
-    :param value: A folder given on the command line or in code.
-    :returns: The folder, or `None`.
-    """
-    if value:
-        return value
-    if os.environ.get(DATA_DIR_ENV):
-        return os.environ[DATA_DIR_ENV]
-    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return str(candidate) if candidate.is_dir() else None

@@ -11,18 +11,20 @@ HOME_ENV = "CROSSRERANK_HOME"
 
 def data_dir(explicit: str | Path | None = None) -> Path | None:
     """
-    The local data folder: the argument, else `$CROSSRERANK_DATA_DIR`, else `None` (use the hub).
+    The local data folder, by one policy everywhere: the argument, else `$CROSSRERANK_DATA_DIR`, else
+    `../shared/data` beside the checkout if it exists, else `None` (load from the hub).
 
     :param explicit: A folder given on the command line or in code.
     :returns: The folder, or `None`.
-    :raises FileNotFoundError: If the folder named does not exist.
+    :raises FileNotFoundError: If the folder named by the argument or the variable does not exist.
     """
-    value = explicit if explicit is not None else os.environ.get(DATA_DIR_ENV)
+    value = explicit if explicit is not None and str(explicit) != "" else os.environ.get(DATA_DIR_ENV)
     if value is None or str(value) == "":
-        return None
+        nearby = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+        return nearby if nearby.is_dir() else None
     path = Path(value).expanduser()
     if not path.is_dir():
-        source = "argument" if explicit is not None else f"${DATA_DIR_ENV}"
+        source = "argument" if explicit is not None and str(explicit) != "" else f"${DATA_DIR_ENV}"
         raise FileNotFoundError(f"data folder '{path}' (from {source}) does not exist")
     return path
 

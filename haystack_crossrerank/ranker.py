@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import inspect
 import logging
 import math
 from dataclasses import replace
@@ -16,6 +17,8 @@ from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from haystack_crossrerank.checks import check_choice, check_int, check_number
+from haystack_crossrerank.documents import check_inputs, deduplicate_documents
+from haystack_crossrerank.exported.runtime import check_backend
 from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
 from haystack_crossrerank.passages import (
     AGGREGATIONS,
@@ -25,7 +28,7 @@ from haystack_crossrerank.passages import (
     aggregate,
     document_passages,
 )
-from haystack_crossrerank.scoring import CrossEncoderScorer, check_backend, sigmoid
+from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +144,15 @@ class CrossEncoderRanker:
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
-        check_int("top_k", top_k, minimum=1)
-        check_int("batch_size", batch_size, minimum=1)
-        if max_length is not None:
-            check_int("max_length", max_length, minimum=1)
-        if max_batch_tokens is not None:
-            check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+        for name, number in (("top_k", top_k), ("batch_size", batch_size), ("window_size", window_size)):
+            check_int(name, number, minimum=1)
+        check_int("window_stride", window_stride, minimum=1)
+        for name, limit in (
+            ("max_length", max_length),
+            ("max_batch_tokens", max_batch_tokens),
+            ("max_passages", max_passages),
+        ):
+            check_int(name, limit, minimum=1, optional=True)
         if not isinstance(model, (str, Path)) or not str(model).strip():
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
         if device is not None and not isinstance(device, ComponentDevice):
@@ -168,23 +174,14 @@ class CrossEncoderRanker:
         if not isinstance(scale_score, bool):
             raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
         check_number("calibration_factor", calibration_factor)
-        if score_threshold is not None:
-            check_number("score_threshold", score_threshold)
+        check_number("score_threshold", score_threshold, optional=True)
         if fusion is not None and fusion not in FUSION_METHODS:
             raise ValueError(f"`fusion` must be None or one of {list(FUSION_METHODS)}, but got {fusion!r}")
-        check_number("fusion_weight", fusion_weight)
-        if not 0.0 <= fusion_weight <= 1.0:
-            raise ValueError(f"`fusion_weight` must be in [0, 1], but got {fusion_weight}")
+        check_number("fusion_weight", fusion_weight, unit_interval=True)
         check_choice("passages", passages, PASSAGE_MODES)
         check_choice("meta_placement", meta_placement, META_PLACEMENTS)
         check_choice("aggregation", aggregation, AGGREGATIONS)
-        check_number("aggregation_weight", aggregation_weight)
-        if not 0.0 <= aggregation_weight <= 1.0:
-            raise ValueError(f"`aggregation_weight` must be in [0, 1], but got {aggregation_weight}")
-        check_int("window_size", window_size, minimum=1)
-        check_int("window_stride", window_stride, minimum=1)
-        if max_passages is not None:
-            check_int("max_passages", max_passages, minimum=1)
+        check_number("aggregation_weight", aggregation_weight, unit_interval=True)
         for name, kwargs in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs)):
             if kwargs is not None and not isinstance(kwargs, dict):
                 raise TypeError(f"`{name}` must be a dict or None, but got {type(kwargs).__name__}")
@@ -254,38 +251,12 @@ class CrossEncoderRanker:
 
         :returns: The dictionary that `from_dict` takes.
         """
-        data = default_to_dict(
-            self,
-            model=self.model,
-            device=self.device.to_dict() if self.device is not None else None,
-            token=self.token.to_dict() if self.token is not None else None,
-            top_k=self.top_k,
-            query_prefix=self.query_prefix,
-            query_suffix=self.query_suffix,
-            document_prefix=self.document_prefix,
-            document_suffix=self.document_suffix,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            scale_score=self.scale_score,
-            calibration_factor=self.calibration_factor,
-            score_threshold=self.score_threshold,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            precision=self.precision,
-            model_kwargs=dict(self.model_kwargs) if self.model_kwargs is not None else None,
-            tokenizer_kwargs=self.tokenizer_kwargs,
-            fusion=self.fusion,
-            fusion_weight=self.fusion_weight,
-            max_batch_tokens=self.max_batch_tokens,
-            passages=self.passages,
-            meta_placement=self.meta_placement,
-            aggregation=self.aggregation,
-            aggregation_weight=self.aggregation_weight,
-            window_size=self.window_size,
-            window_stride=self.window_stride,
-            max_passages=self.max_passages,
-            backend=self.backend,
-        )
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        params = {name: getattr(self, name) for name in names}
+        params["device"] = self.device.to_dict() if self.device is not None else None
+        params["token"] = self.token.to_dict() if self.token is not None else None
+        params["model_kwargs"] = dict(self.model_kwargs) if self.model_kwargs is not None else None
+        data = default_to_dict(self, **params)
         if data["init_parameters"]["model_kwargs"] is not None:
             serialize_hf_model_kwargs(data["init_parameters"]["model_kwargs"])
         return data
@@ -346,11 +317,10 @@ class CrossEncoderRanker:
             check_choice("passages", passages, PASSAGE_MODES)
         if aggregation is not None:
             check_choice("aggregation", aggregation, AGGREGATIONS)
-        if max_passages is not None:
-            check_int("max_passages", max_passages, minimum=1)
+        check_int("max_passages", max_passages, minimum=1, optional=True)
         mode = passages if passages is not None else self.passages
         method = aggregation if aggregation is not None else self.aggregation
-        _check_inputs(query, documents)
+        check_inputs(query, documents)
         if not documents:
             return {"documents": []}
 
@@ -397,17 +367,8 @@ class CrossEncoderRanker:
         max_passages: int | None = None,
     ) -> dict[str, list[Document]]:
         """
-        The same as `run`, in a worker thread so that the event loop stays free while the model computes.
-
-        :param query: The query, a non-empty string.
-        :param documents: The candidates.
-        :param top_k: Overrides `top_k` for this call; must be > 0.
-        :param scale_score: Overrides `scale_score` for this call.
-        :param score_threshold: Overrides `score_threshold` for this call.
-        :param passages: Overrides `passages` for this call.
-        :param aggregation: Overrides `aggregation` for this call.
-        :param max_passages: Overrides `max_passages` for this call.
-        :returns: `{"documents": [...]}`, best first, at most `top_k`.
+        The same as `run` (same parameters, same result), in a worker thread so that the event loop stays free
+        while the model computes.
         """
         call = functools.partial(
             self.run,
@@ -506,47 +467,12 @@ class CrossEncoderRanker:
     def _resolve_overrides(
         self, top_k: int | None, scale_score: bool | None, score_threshold: float | None
     ) -> tuple[int, bool, float | None]:
-        if top_k is not None:
-            check_int("top_k", top_k, minimum=1)
+        check_int("top_k", top_k, minimum=1, optional=True)
         if scale_score is not None and not isinstance(scale_score, bool):
             raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
-        if score_threshold is not None:
-            check_number("score_threshold", score_threshold)
+        check_number("score_threshold", score_threshold, optional=True)
         return (
             top_k if top_k is not None else self.top_k,
             scale_score if scale_score is not None else self.scale_score,
             score_threshold if score_threshold is not None else self.score_threshold,
         )
-
-
-def deduplicate_documents(documents: list[Document]) -> list[Document]:
-    """
-    Keep one Document per id: the one with the highest incoming score (a missing score counts as lowest).
-
-    The survivors keep the position where their id first appeared, as Haystack's rankers do.
-
-    :param documents: Documents, possibly with repeated ids.
-    :returns: Documents with distinct ids.
-    """
-    best: dict[str, Document] = {}
-    for doc in documents:
-        kept = best.get(doc.id)
-        if kept is None or _score_or_lowest(doc) > _score_or_lowest(kept):
-            best[doc.id] = doc
-    return list(best.values())
-
-
-def _score_or_lowest(doc: Document) -> float:
-    return doc.score if doc.score is not None else -math.inf
-
-
-def _check_inputs(query: Any, documents: Any) -> None:
-    if not isinstance(query, str):
-        raise TypeError(f"`query` must be a str, but got {type(query).__name__} {query!r}")
-    if not query.strip():
-        raise ValueError(f"`query` must be a non-empty string, but got {query!r}")
-    if not isinstance(documents, list):
-        raise TypeError(f"`documents` must be a list of Document, but got {type(documents).__name__}")
-    for position, doc in enumerate(documents):
-        if not isinstance(doc, Document):
-            raise TypeError(f"`documents[{position}]` must be a Document, but got {type(doc).__name__} {doc!r}")

@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from haystack_crossrerank.checks import check_choice, check_int
+from haystack_crossrerank.checks import check_int
+from haystack_crossrerank.exported.int8 import Int8Report
+from haystack_crossrerank.exported.runtime import check_backend
 from haystack_crossrerank.hardware import (
-    PRECISIONS,
     model_max_length,
     quantize_int8,
     resolve_device,
     resolve_precision,
 )
-from haystack_crossrerank.onnx_backend import BACKEND_PRECISIONS, BACKENDS, Int8Report
+from haystack_crossrerank.pair_encoding import PairEncoder, check_pairs
 from haystack_crossrerank.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class CrossEncoderScorer:
     :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
     :param backend: `"torch"`; `"onnx"` for ONNX Runtime (the `onnx` extra) or `"openvino"` for OpenVINO (the
         `openvino` extra): the model is exported to ONNX once, into a cache (see
-        :mod:`haystack_crossrerank.onnx_backend`). ONNX Runtime takes precision `"fp32"` (what `"auto"` means
+        :mod:`haystack_crossrerank.exported`). ONNX Runtime takes precision `"fp32"` (what `"auto"` means
         there) or `"int8"`; OpenVINO `"fp32"`, `"bf16"` (`"auto"` where the CPU computes bf16) or `"int8"`.
         int8 needs a calibrated copy (:meth:`calibrate_int8`, `crossrerank quantize`).
     """
@@ -129,10 +130,7 @@ class CrossEncoderScorer:
         self.precision: str | None = None
         self.max_length: int = 0
         self.activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
-        self._backend: Any = None
-        self._pair_special_tokens = 0
-        self._pad_id = 0
-        self._use_token_types = False
+        self._encoder: PairEncoder | None = None
         self.attention = ""
 
     # ------------------------------------------------------------------ loading
@@ -215,10 +213,10 @@ class CrossEncoderScorer:
         self, name: str, config: Any, tokenizer: Any, load_weights: Callable[[], Any], device: Any
     ) -> None:
         """Export (or reuse the cached export) and compile it on the backend's runtime."""
-        from haystack_crossrerank import onnx_backend
+        from haystack_crossrerank import exported
 
-        onnx_backend.require_runtime(self.backend)
-        folder = onnx_backend.local_model_folder(name, self.token)
+        exported.require_runtime(self.backend)
+        folder = exported.local_model_folder(name, self.token)
         example = {
             key: torch.as_tensor(value)
             for key, value in tokenizer(
@@ -226,32 +224,13 @@ class CrossEncoderScorer:
             ).items()
             if key in ("input_ids", "attention_mask", "token_type_ids")
         }
-        export = onnx_backend.export_onnx(load_weights, folder, example=example)
-        precision = onnx_backend.resolve_backend_precision(self.backend, self.requested_precision)
+        export = exported.export_onnx(load_weights, folder, example=example)
+        precision = exported.resolve_backend_precision(self.backend, self.requested_precision)
         path = export / "model.onnx"
         if precision == "int8":
-            report = onnx_backend.int8_report(export, self.backend)
-            if report is None:
-                raise ValueError(
-                    f"Cross-encoder '{self.model_name}' has no calibrated int8 {self.backend} model yet: calibrate "
-                    f"one with `crossrerank quantize --backend {self.backend} --model {self.model_name}` (or "
-                    "CrossEncoderScorer.calibrate_int8), which also checks it against fp32"
-                )
-            self.int8_report = report
-            if report.passed:
-                path = onnx_backend.int8_path(export, self.backend)
-            else:
-                precision = "fp32"
-                logger.warning(
-                    "The int8 %s model of '%s' was refused at calibration: the Spearman correlation of its scores "
-                    "against fp32 was %.4f, below %.2f; scoring with the exact fp32 model instead",
-                    self.backend,
-                    self.model_name,
-                    report.spearman,
-                    onnx_backend.INT8_MIN_SPEARMAN,
-                )
+            path, precision, self.int8_report = exported.int8_model(export, self.backend, self.model_name)
         self.onnx_folder = export
-        session = onnx_backend.RuntimeSession(self.backend, path, precision=precision, device_type=device.type)
+        session = exported.RuntimeSession(self.backend, path, precision=precision, device_type=device.type)
         self._attach(session, config, tokenizer, device, precision)
 
     def calibrate_int8(
@@ -267,19 +246,19 @@ class CrossEncoderScorer:
         :param calibration_pairs: In-domain (query, text) pairs whose activations set the int8 scales (a few
             hundred; more costs time, not accuracy).
         :param held_pairs: Other pairs, scored by fp32 and int8: the int8 copy is kept only if the Spearman
-            correlation of the two is at least :data:`haystack_crossrerank.onnx_backend.INT8_MIN_SPEARMAN`.
+            correlation of the two is at least :data:`haystack_crossrerank.exported.INT8_MIN_SPEARMAN`.
         :param batch_size: Pairs per calibration batch.
         :returns: The report (`passed`, `spearman`, ...), also stored beside the export.
         :raises ValueError: If the scorer's backend is `"torch"`, or either pair list is empty.
         """
-        from haystack_crossrerank import onnx_backend
+        from haystack_crossrerank import exported
 
         if self.backend == "torch":
             raise ValueError(
                 f"calibrate_int8 needs backend 'onnx' or 'openvino', but this scorer's backend is {self.backend!r}"
             )
-        _check_pairs(calibration_pairs)
-        _check_pairs(held_pairs)
+        check_pairs(calibration_pairs)
+        check_pairs(held_pairs)
         if not calibration_pairs or not held_pairs:
             raise ValueError(
                 f"calibrate_int8 needs calibration and held-out pairs, but got {len(calibration_pairs)} and "
@@ -289,17 +268,17 @@ class CrossEncoderScorer:
         assert self.onnx_folder is not None
         calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
         held = list(self._batches(held_pairs, self.batch_size, self.max_length))
-        report = onnx_backend.calibrate_int8(
+        report = exported.calibrate_int8(
             self.onnx_folder,
             self.backend,
             calibration,
             held,
-            counts=(len(calibration_pairs), len(held_pairs), onnx_backend.pairs_digest(calibration_pairs)),
+            counts=(len(calibration_pairs), len(held_pairs), exported.pairs_digest(calibration_pairs)),
         )
         self.int8_report = report
         if report.passed and self.requested_precision == "int8":
-            path = onnx_backend.int8_path(self.onnx_folder, self.backend)
-            self.model = onnx_backend.RuntimeSession(self.backend, path, precision="int8")
+            path = exported.int8_path(self.onnx_folder, self.backend)
+            self.model = exported.RuntimeSession(self.backend, path, precision="int8")
             self.precision = "int8"
         return report
 
@@ -345,10 +324,6 @@ class CrossEncoderScorer:
 
     def _attach(self, model: Any, config: Any, tokenizer: Any, device: torch.device, precision: str) -> None:
         """Set everything scoring needs from a loaded model (torch, or an ONNX session), its config and tokenizer."""
-        from tokenizers import Tokenizer
-
-        if getattr(tokenizer, "backend_tokenizer", None) is None:
-            raise OSError(f"Cross-encoder '{self.model_name}' has no fast (tokenizers) tokenizer, which is required")
         limit = model_max_length(config, tokenizer)
         if self.requested_max_length is None:
             max_length = limit
@@ -364,24 +339,18 @@ class CrossEncoderScorer:
         else:
             max_length = self.requested_max_length
 
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
-        if backend.post_processor is None:
-            raise OSError(f"The tokenizer of cross-encoder '{self.model_name}' cannot build sentence pairs")
-        special = backend.post_processor.num_special_tokens_to_add(True)
-        if max_length <= special + 1:
-            raise ValueError(f"`max_length` must be > {special + 1} for this model, but got {max_length}")
+        encoder = PairEncoder(tokenizer, self.model_name)
+        if max_length <= encoder.special_tokens + 1:
+            raise ValueError(
+                f"`max_length` must be > {encoder.special_tokens + 1} for this model, but got {max_length}"
+            )
 
         self.activation = _activation_from_config(config, self.model_name)
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision
         self.max_length = max_length
-        self._backend = backend
-        self._pair_special_tokens = special
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._use_token_types = "token_type_ids" in tokenizer.model_input_names
+        self._encoder = encoder
         self.model = model
         # transformers 5 runs BERT-like encoders with scaled-dot-product attention unless told otherwise.
         self.attention = (
@@ -417,7 +386,7 @@ class CrossEncoderScorer:
         :raises TypeError: If a pair is not two strings.
         :raises ValueError: If `batch_size` or `max_length` is not > 0.
         """
-        _check_pairs(pairs)
+        check_pairs(pairs)
         if not pairs:
             return []
         self.load()
@@ -458,9 +427,10 @@ class CrossEncoderScorer:
         :param pairs: (query, text) pairs of strings.
         :returns: `input_ids`, `attention_mask` and, where the model uses them, `token_type_ids`.
         """
-        _check_pairs(pairs)
+        check_pairs(pairs)
         self.load()
-        return self._to_device(self._collate(self._encode_pairs(pairs, {}, self.max_length)))
+        assert self._encoder is not None
+        return self._to_device(self._encoder.collate(self._encoder.encode(pairs, {}, self.max_length)))
 
     # ------------------------------------------------------------------ internals
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -471,117 +441,16 @@ class CrossEncoderScorer:
             return torch.autocast(device_type="cpu", dtype=dtype)
         return contextlib.nullcontext()
 
-    def _join(self, query_text: str, query: Any, text: Any, max_length: int) -> Any:
-        """
-        Join a query and a text encoding into one pair encoding.
-
-        The text is cut to fit (`only_second`). If the query alone fills the budget, both sides are cut,
-        the longer first (`longest_first`), on a fresh copy of the query since the cached one is shared.
-        """
-        budget = max_length - self._pair_special_tokens
-        len_q, len_t = len(query.ids), len(text.ids)
-        if len_q + len_t > budget:
-            if len_q < budget:
-                text.truncate(budget - len_q)
-            else:
-                keep_q, keep_t = _longest_first(len_q, len_t, budget)
-                query = self._backend.encode(query_text, add_special_tokens=False)
-                query.truncate(keep_q)
-                text.truncate(keep_t)
-        return self._backend.post_processor.process(query, text, add_special_tokens=True)
-
-    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], cache: dict[str, Any], max_length: int) -> list[Any]:
-        """Tokenize each distinct query once (kept in `cache`) and the texts in one call, then join them."""
-        texts = self._backend.encode_batch([t for _, t in pairs], add_special_tokens=False)
-        joined = []
-        for (query, _), text in zip(pairs, texts, strict=True):
-            encoded = cache.get(query)
-            if encoded is None:
-                encoded = cache[query] = self._backend.encode(query, add_special_tokens=False)
-            joined.append(self._join(query, encoded, text, max_length))
-        return joined
-
     def _batches(
         self, pairs: Sequence[tuple[str, str]], size: int, max_length: int
     ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Yield (input positions, features) per batch; pairs are tokenized in windows so memory stays bounded."""
-        window = max(size * 32, 2048)
-        cache: dict[str, Any] = {}
-        for start in range(0, len(pairs), window):
-            encodings = self._encode_pairs(pairs[start : start + window], cache, max_length)
-            lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-            order = np.argsort(-lengths, kind="stable")
-            for batch in _split_by_budget(order, lengths, size, self.max_batch_tokens):
-                yield batch + start, self._collate([encodings[i] for i in batch])
+        """(input positions, features) per batch: see :meth:`PairEncoder.batches`."""
+        assert self._encoder is not None
+        return self._encoder.batches(pairs, size, max_length, self.max_batch_tokens)
 
     def _to_device(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         assert self.device is not None
         return {name: torch.from_numpy(value).to(self.device) for name, value in features.items()}
-
-    def _collate(self, encodings: list[Any]) -> dict[str, np.ndarray]:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            mask[row, :n] = 1
-            types[row, :n] = encoding.type_ids
-        features = {"input_ids": ids, "attention_mask": mask}
-        if self._use_token_types:
-            features["token_type_ids"] = types
-        return features
-
-
-def check_backend(backend: str, precision: str, model_kwargs: dict[str, Any] | None) -> None:
-    """
-    Check a backend and precision pair (shared by the scorer and the ranker).
-
-    :raises ValueError: For an unknown backend or precision, a precision the backend lacks, or `model_kwargs`
-        with the ONNX backend (it exports the model's saved files as they are).
-    """
-    check_choice("backend", backend, BACKENDS)
-    check_choice("precision", precision, PRECISIONS)
-    if backend in BACKEND_PRECISIONS and precision not in BACKEND_PRECISIONS[backend]:
-        raise ValueError(
-            f"backend {backend!r} takes precision {list(BACKEND_PRECISIONS[backend])}, but got {precision!r}; "
-            "backend 'torch' takes every precision"
-        )
-    if backend != "torch" and model_kwargs:
-        raise ValueError(
-            f"backend {backend!r} exports the model's saved files as they are and takes no `model_kwargs`, but "
-            f"got {sorted(model_kwargs)}"
-        )
-
-
-def _longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
-    """How many tokens of each side survive `longest_first` truncation, split as the tokenizers library does."""
-    if len_a + len_b <= budget:
-        return len_a, len_b
-    swap = len_a > len_b
-    small, large = (len_b, len_a) if swap else (len_a, len_b)
-    keep_large = small if small > budget else max(small, budget - small)
-    keep_small = small
-    if keep_small + keep_large > budget:
-        keep_small = budget // 2
-        keep_large = keep_small + budget % 2
-    keep_small, keep_large = min(keep_small, small), min(keep_large, large)
-    return (keep_large, keep_small) if swap else (keep_small, keep_large)
-
-
-def _split_by_budget(order: np.ndarray, lengths: np.ndarray, size: int, max_tokens: int | None) -> Iterator[np.ndarray]:
-    """Cut length-sorted (longest first) positions into batches of at most `size` pairs and `max_tokens` tokens."""
-    if max_tokens is None:
-        for start in range(0, len(order), size):
-            yield order[start : start + size]
-        return
-    start = 0
-    while start < len(order):
-        width = int(lengths[order[start]])  # the longest pair of the batch comes first
-        count = max(1, min(size, max_tokens // max(width, 1)))
-        yield order[start : start + count]
-        start += count
 
 
 def _activation_from_config(config: Any, model_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -594,19 +463,6 @@ def _activation_from_config(config: Any, model_name: str) -> Callable[[torch.Ten
         return _ACTIVATIONS[path]
     logger.warning("Cross-encoder '%s' names an unknown activation %r; using sigmoid", model_name, path)
     return torch.sigmoid
-
-
-def _check_pairs(pairs: Sequence[tuple[str, str]]) -> None:
-    if not isinstance(pairs, Sequence) or isinstance(pairs, str):
-        raise TypeError(f"`pairs` must be a list of (query, text) string pairs, but got {type(pairs).__name__}")
-    for position, pair in enumerate(pairs):
-        if (
-            not isinstance(pair, (tuple, list))
-            or len(pair) != 2
-            or not isinstance(pair[0], str)
-            or not isinstance(pair[1], str)
-        ):
-            raise TypeError(f"pair {position} must be a (query, text) tuple of two strings, but got {pair!r}")
 
 
 def sigmoid(value: float) -> float:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from haystack import Document
 
-from haystack_crossrerank import onnx_backend
+from haystack_crossrerank import exported
+from haystack_crossrerank.exported import export, int8
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.scoring import CrossEncoderScorer
 from tests.conftest import WORDS, build_tiny_cross_encoder
@@ -51,13 +52,13 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def export_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Records each real export (the cache is reused when this stays empty)."""
     calls: list[Path] = []
-    real = onnx_backend._export_to
+    real = export._export_to
 
     def counting(model, example, path):  # type: ignore[no-untyped-def]
         calls.append(path)
         return real(model, example, path)
 
-    monkeypatch.setattr(onnx_backend, "_export_to", counting)
+    monkeypatch.setattr(export, "_export_to", counting)
     return calls
 
 
@@ -110,7 +111,7 @@ def test_a_damaged_export_is_rebuilt_with_a_warning(
         (folder / "manifest.json").unlink()
     else:
         (folder / "manifest.json").write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.onnx_backend"):
+    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.exported.export"):
         again = CrossEncoderScorer(tiny_model, backend="onnx")
         scores = again.score(PAIRS)
     assert len(export_calls) == 2
@@ -130,18 +131,18 @@ def test_int8_calibration_passes_and_is_used(tiny_model: Path, cache_home: Path,
     exact = CrossEncoderScorer(tiny_model, backend=backend, precision="fp32")
     exact_scores = exact.score(PAIRS)
     report = exact.calibrate_int8(random_pairs(64, seed=0), random_pairs(64, seed=1))
-    assert report.passed and report.spearman >= onnx_backend.INT8_MIN_SPEARMAN
+    assert report.passed and report.spearman >= exported.INT8_MIN_SPEARMAN
     assert report.calibration_pairs == 64 and report.held_pairs == 64
     assert exact.precision == "fp32", "a scorer asked for fp32 keeps scoring in fp32"
     # The attention MatMuls between activations stay in floating point; the weight MatMuls are quantized.
-    assert len(onnx_backend.activation_matmuls(exact.onnx_folder / "model.onnx")) == 4  # type: ignore[operator]
+    assert len(exported.activation_matmuls(exact.onnx_folder / "model.onnx")) == 4  # type: ignore[operator]
 
     quantized = CrossEncoderScorer(tiny_model, backend=backend, precision="int8")
     int8_scores = quantized.score(PAIRS)
     assert quantized.precision == "int8"
     assert quantized.int8_report == report
     assert int8_scores != exact_scores, "the int8 model really runs"
-    assert onnx_backend.spearman(int8_scores, exact_scores) >= 0.9
+    assert exported.spearman(int8_scores, exact_scores) >= 0.9
 
 
 def test_int8_gate_refuses_and_falls_back_to_fp32(
@@ -150,11 +151,11 @@ def test_int8_gate_refuses_and_falls_back_to_fp32(
     exact = CrossEncoderScorer(tiny_model, backend="onnx")
     exact_scores = exact.score(PAIRS)
     # No real int8 model misses 0.99 on the tiny model reliably, so the bar is put out of reach instead.
-    monkeypatch.setattr(onnx_backend, "INT8_MIN_SPEARMAN", 1.5)
+    monkeypatch.setattr(int8, "INT8_MIN_SPEARMAN", 1.5)
     report = exact.calibrate_int8(PAIRS[:6], PAIRS[6:12])
     assert not report.passed
-    assert not onnx_backend.int8_path(exact.onnx_folder, "onnx").exists()  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.scoring"):
+    assert not exported.int8_path(exact.onnx_folder, "onnx").exists()  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.exported.int8"):
         fallback = CrossEncoderScorer(tiny_model, backend="onnx", precision="int8")
         scores = fallback.score(PAIRS)
     assert fallback.precision == "fp32"
@@ -214,14 +215,14 @@ def test_model_fingerprint_needs_weights(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"config.json and a weight file"):
-        onnx_backend.model_fingerprint(folder)
+        exported.model_fingerprint(folder)
 
 
 def test_spearman_handles_ties_and_constants() -> None:
-    assert onnx_backend.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert onnx_backend.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert onnx_backend.spearman([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(5 / 6, abs=1e-9)  # scipy.stats.spearmanr
-    assert np.isnan(onnx_backend.spearman([1, 1, 1], [1, 2, 3]))
+    assert exported.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert exported.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert exported.spearman([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(5 / 6, abs=1e-9)  # scipy.stats.spearmanr
+    assert np.isnan(exported.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_openvino_auto_precision_follows_the_cpu(tiny_model: Path, cache_home: Path) -> None:
@@ -231,8 +232,20 @@ def test_openvino_auto_precision_follows_the_cpu(tiny_model: Path, cache_home: P
     scores = scorer.score(PAIRS)
     assert scorer.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     exact = CrossEncoderScorer(tiny_model, precision="fp32").score(PAIRS)
-    assert onnx_backend.spearman(scores, exact) >= 0.99
+    assert exported.spearman(scores, exact) >= 0.99
     assert CrossEncoderScorer(tiny_model, backend="onnx").precision is None  # not loaded yet
     onnx_scorer = CrossEncoderScorer(tiny_model, backend="onnx")
     onnx_scorer.load()
     assert onnx_scorer.precision == "fp32"
+
+
+def test_both_backends_keep_their_own_int8_model_in_one_export(tiny_model: Path, cache_home: Path) -> None:
+    calibration, held = random_pairs(64, seed=0), random_pairs(64, seed=1)
+    for backend in EXPORTED:  # the second calibration must not remove the first one's files
+        assert (
+            CrossEncoderScorer(tiny_model, backend=backend, precision="fp32").calibrate_int8(calibration, held).passed
+        )
+    for backend in EXPORTED:
+        scorer = CrossEncoderScorer(tiny_model, backend=backend, precision="int8")
+        scorer.load()
+        assert scorer.precision == "int8", backend

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from haystack_crossrerank.hardware import model_max_length, resolve_device, resolve_precision
-from haystack_crossrerank.scoring import CrossEncoderScorer, _longest_first
+from haystack_crossrerank.pair_encoding import longest_first
+from haystack_crossrerank.scoring import CrossEncoderScorer
 
 PAIRS = [
     ("what is the capital of france ?", "paris is the capital of france ."),
@@ -66,7 +67,7 @@ def test_long_text_is_cut_and_query_kept(tiny_model: Path) -> None:
     assert ids[8] == tokenizer.sep_token_id and ids[-1] == tokenizer.sep_token_id
 
 
-def test_query_longer_than_the_limit_falls_back_to_longest_first(tiny_model: Path) -> None:
+def test_query_longer_than_the_limit_falls_back_tolongest_first(tiny_model: Path) -> None:
     scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=10)
     long_query = "city " * 40
     features = scorer.encode([(long_query, "paris is old ."), ("what is paris ?", "paris is old .")])
@@ -81,10 +82,10 @@ def test_query_longer_than_the_limit_falls_back_to_longest_first(tiny_model: Pat
 
 def test_longest_first_arithmetic() -> None:
     # the same split as the tokenizers library's `longest_first` truncation
-    assert _longest_first(40, 4, 7) == (4, 3)
-    assert _longest_first(3, 3, 10) == (3, 3)
-    assert _longest_first(5, 5, 7) == (3, 4)
-    assert _longest_first(100, 1, 7) == (6, 1)
+    assert longest_first(40, 4, 7) == (4, 3)
+    assert longest_first(3, 3, 10) == (3, 3)
+    assert longest_first(5, 5, 7) == (3, 4)
+    assert longest_first(100, 1, 7) == (6, 1)
 
 
 def test_results_do_not_depend_on_batch_size_or_order(tiny_model: Path) -> None:

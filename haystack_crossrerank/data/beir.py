@@ -75,17 +75,11 @@ def load_beir(data_dir: str | Path, split: str = "test", *, dataset: str = "scif
     if str(data_dir) == "hub":
         return _load_beir_hub(dataset, split)
     folder = resolve_beir_folder(data_dir, dataset)
-    corpus_path = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
-    if corpus_path is None:
-        raise FileNotFoundError(f"'{folder}' has no corpus.jsonl or corpus.jsonl.gz")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"'{qrels_path}' does not exist; splits available: {available}")
-    corpus = {}
-    for line_number, row in iter_jsonl(corpus_path):
-        doc_id = _field(row, "_id", corpus_path, line_number)
-        corpus[doc_id] = {"title": str(row.get("title") or ""), "text": _field(row, "text", corpus_path, line_number)}
+    corpus = read_corpus(folder)
     all_queries = {}
     for line_number, row in iter_jsonl(folder / "queries.jsonl"):
         all_queries[_field(row, "_id", folder / "queries.jsonl", line_number)] = _field(
@@ -104,6 +98,35 @@ def load_beir(data_dir: str | Path, split: str = "test", *, dataset: str = "scif
         )
     queries = {q: all_queries[q] for q in all_queries if q in qrels}
     return BeirData(folder.name, corpus, queries, {q: qrels[q] for q in queries})
+
+
+def read_corpus(source: str | Path) -> dict[str, dict[str, str]]:
+    """
+    Read a corpus: a BEIR folder's `corpus.jsonl[.gz]`, or any JSON lines file of documents with `_id` (or
+    `id`), `text` and an optional `title`.
+
+    :param source: The folder or the file.
+    :returns: doc id -> `{"title", "text"}`, in file order.
+    :raises FileNotFoundError: If there is no such file, or the folder has no corpus file.
+    :raises ValueError: On a malformed line, a document without id or text, or a repeated id (with file and line).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = next((path / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (path / n).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"'{path}' has no corpus.jsonl or corpus.jsonl.gz")
+        path = found
+    elif not path.is_file():
+        raise FileNotFoundError(f"corpus '{path}' does not exist: expected a BEIR folder or a .jsonl file")
+    corpus: dict[str, dict[str, str]] = {}
+    for line_number, row in iter_jsonl(path):
+        doc_id = _field({"_id": row.get("_id", row.get("id"))}, "_id", path, line_number)
+        if doc_id in corpus:
+            raise ValueError(f"{path}:{line_number}: document id {doc_id!r} appears twice")
+        corpus[doc_id] = {"title": str(row.get("title") or ""), "text": _field(row, "text", path, line_number)}
+    if not corpus:
+        raise ValueError(f"{path}: no documents found")
+    return corpus
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

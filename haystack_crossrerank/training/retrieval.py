@@ -19,13 +19,11 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.evaluation.rerank import RerankEvaluator
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
-from haystack_crossrerank.training.card import write_model_card
 from haystack_crossrerank.training.losses import LOSSES, listwise_loss, pointwise_loss
 from haystack_crossrerank.training.mining import bm25_candidates_for, mine_examples, mix_examples, split_queries
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, collate_micro_batches, train_cross_encoder
@@ -149,36 +147,28 @@ def train_retrieval(config: TrainConfig, options: RetrievalOptions) -> TrainResu
         },
     )
 
-    def card(folder: Path, facts: dict[str, Any]) -> None:
-        # The held-out queries, so that later choices for this model (e.g. `crossrerank tune --query-ids`) are
-        # made on queries it was not trained on.
-        (folder / HELDOUT_FILE).write_text(
-            json.dumps({"dataset": data.name, "split": "train", "query_ids": sorted(validation_ids)}, indent=1) + "\n",
-            encoding="utf-8",
-        )
-        write_model_card(
-            folder,
-            {
-                **facts,
-                "data": f"{data.name} train judgments ({len(train_ids)} queries, {primary_examples} examples)"
-                + "".join(f" + {name} train ({v['examples']} examples)" for name, v in mix_stats.items()),
-                "loss": "listwise softmax cross-entropy over 1 positive + negatives"
-                if options.loss == "listwise"
-                else "binary cross-entropy, positives 1 and negatives 0",
-                "evaluation": f"{len(validation_ids)} held-out {data.name} training queries (BM25 top "
-                f"{eval_depth} reranked, nDCG@10)",
-            },
-        )
+    card_facts = {
+        "data": f"{data.name} train judgments ({len(train_ids)} queries, {primary_examples} examples)"
+        + "".join(f" + {name} train ({v['examples']} examples)" for name, v in mix_stats.items()),
+        "loss": "listwise softmax cross-entropy over 1 positive + negatives"
+        if options.loss == "listwise"
+        else "binary cross-entropy, positives 1 and negatives 0",
+        "evaluation": f"{len(validation_ids)} held-out {data.name} training queries (BM25 top {eval_depth} reranked, "
+        "nDCG@10)",
+    }
+    # The held-out queries, so that later choices for this model (e.g. `crossrerank tune --query-ids`) are made
+    # on queries it was not trained on.
+    heldout = {"dataset": data.name, "split": "train", "query_ids": sorted(validation_ids)}
 
     logger.info("Retrieval training data: %s; mixed in: %s", stats, mix_stats)
     return train_cross_encoder(
         config,
         examples,
         evaluator=validation,
-        primary_metric=validation.primary_metric_name,
         final_evaluators=finals,
         collator=RetrievalCollator(tokenizer, options.max_length, options.loss),
         loss=listwise_loss if options.loss == "listwise" else pointwise_loss,
-        card_writer=card,
+        card_facts=card_facts,
+        extra_files={HELDOUT_FILE: json.dumps(heldout, indent=1) + "\n"},
         final_precision="auto",
     )

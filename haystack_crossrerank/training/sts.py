@@ -8,7 +8,6 @@ from typing import Any
 
 from haystack_crossrerank.data.sts import PairData, load_pair_file, load_sts
 from haystack_crossrerank.evaluation.sts import STSEvaluator
-from haystack_crossrerank.training.card import write_model_card
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, train_cross_encoder
 
 
@@ -45,15 +44,6 @@ def train_sts(
         finals.append(STSEvaluator.from_data(load_sts("test", data), name="stsb-test", symmetric=symmetric_eval))
     config = dataclasses.replace(config, task="sts", extra={"symmetric_eval": symmetric_eval, **config.extra})
 
-    def card(folder: Path, facts: dict[str, Any]) -> None:
-        facts = {
-            **facts,
-            "data": f"STS-B train ({train.source}), scores / 5",
-            "loss": "binary cross-entropy on the logit against score / 5 (BinaryCrossEntropyLoss)",
-            "evaluation": "STS-B validation (checkpoint selection) and test (reported once)",
-        }
-        write_model_card(folder, facts)
-
     try:
         rows: Any = train.to_dataset()
     except ImportError:  # `datasets` is optional for training itself (e.g. on a GPU machine without it)
@@ -62,7 +52,10 @@ def train_sts(
         config,
         rows,
         evaluator=validation,
-        primary_metric=validation.primary_metric_name,
         final_evaluators=finals,
-        card_writer=card,
+        card_facts={
+            "data": f"STS-B train ({train.source}), scores / 5",
+            "loss": "binary cross-entropy on the logit against score / 5 (BinaryCrossEntropyLoss)",
+            "evaluation": "STS-B validation (checkpoint selection) and test (reported once)",
+        },
     )

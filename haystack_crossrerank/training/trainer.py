@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import Trainer
@@ -22,10 +22,20 @@ from haystack_crossrerank.hardware import TRAINING_PRECISIONS, model_max_length,
 from haystack_crossrerank.progress import on_terminal
 from haystack_crossrerank.scoring import CrossEncoderScorer
 from haystack_crossrerank.training.batching import forward_micro_batches, partition_by_length
+from haystack_crossrerank.training.card import write_model_card
 
 logger = logging.getLogger(__name__)
 
 SIGMOID_PATH = "torch.nn.modules.activation.Sigmoid"
+
+
+class ScoringEvaluator(Protocol):
+    """What the trainer evaluates with: metrics from a scorer, one of them the primary (checkpoint selection)."""
+
+    @property
+    def primary_metric_name(self) -> str: ...
+
+    def __call__(self, scorer: CrossEncoderScorer, *, extra: dict[str, Any] | None = None) -> dict[str, float]: ...
 
 
 @dataclass
@@ -78,6 +88,25 @@ class TrainConfig:
     task: str = "sts"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_task(cls, task: str, *, base_model: str, output_dir: str, **settings: Any) -> TrainConfig:
+        """
+        A config with a task's preset: STS is the seed's recipe (this class's defaults); retrieval overrides
+        them with what measured best on SciFact's held-out training queries (:data:`TASK_PRESETS`).
+
+        :param task: `"sts"` or `"retrieval"`.
+        :param base_model: See the class.
+        :param output_dir: See the class.
+        :param settings: Any other field; a `None` value keeps the preset (so unset command-line flags can be
+            passed as they are).
+        :returns: The config.
+        :raises ValueError: For an unknown task.
+        """
+        if task not in TASK_PRESETS:
+            raise ValueError(f"task must be one of {sorted(TASK_PRESETS)}, but got {task!r}")
+        given = {key: value for key, value in settings.items() if value is not None}
+        return cls(base_model=base_model, output_dir=output_dir, task=task, **{**TASK_PRESETS[task], **given})
+
     def validate(self) -> None:
         """
         Check the settings.
@@ -100,6 +129,15 @@ class TrainConfig:
             raise ValueError(f"`warmup_ratio` must be in [0, 1), but got {self.warmup_ratio}")
         if self.precision not in TRAINING_PRECISIONS:
             raise ValueError(f"`precision` must be one of {list(TRAINING_PRECISIONS)}, but got {self.precision!r}")
+
+
+# Per-task presets over TrainConfig's defaults. Retrieval: measured on SciFact's held-out training queries
+# (nDCG@10 0.7109 from the STS-B model with these settings, against 0.4997 from the MiniLM base with 1 epoch at
+# lr 3e-5). A setting becomes a preset only after it won on validation data.
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "sts": {},
+    "retrieval": {"epochs": 2.0, "batch_size": 8, "eval_steps": 50, "select_best": True},
+}
 
 
 class PairCollator:
@@ -190,12 +228,12 @@ def train_cross_encoder(
     config: TrainConfig,
     train_dataset: Any,
     *,
-    evaluator: Callable[..., dict[str, float]],
-    primary_metric: str,
-    final_evaluators: list[Callable[..., dict[str, float]]] | None = None,
+    evaluator: ScoringEvaluator,
+    final_evaluators: Sequence[ScoringEvaluator] = (),
     collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = bce_loss,
-    card_writer: Callable[[Path, dict[str, Any]], None] | None = None,
+    card_facts: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
     final_precision: str = "fp32",
 ) -> TrainResult:
     """
@@ -203,12 +241,14 @@ def train_cross_encoder(
 
     :param config: The run's settings.
     :param train_dataset: A `datasets.Dataset` (or a list of dicts) whose rows the collator understands.
-    :param evaluator: Called with a `CrossEncoderScorer` every `eval_steps` and at the end; returns metrics.
-    :param primary_metric: The metric (a key of the evaluator's result) that selects the best checkpoint.
+    :param evaluator: Called with a `CrossEncoderScorer` every `eval_steps` and at the end; its
+        `primary_metric_name` selects the best checkpoint.
     :param final_evaluators: Called once on the final model (e.g. the test split), for the model card.
     :param collator: Turns rows into model inputs with `labels`; default: :class:`PairCollator`.
     :param loss: `loss(logits, labels)`; default: binary cross-entropy on the logit.
-    :param card_writer: Writes `README.md` into the folder from the run's facts.
+    :param card_facts: What the model card says besides the run's own facts: `data`, `loss`, `evaluation`, and
+        `details` (see :func:`haystack_crossrerank.training.card.write_model_card`).
+    :param extra_files: More files for the model folder: name to text.
     :param final_precision: The precision of the final evaluation (`"fp32"`, or `"auto"` for speed on long texts).
     :returns: The output folder, timings, the training log and the final metrics.
     :raises FileExistsError: If the output folder exists and neither `overwrite` nor `resume` is set.
@@ -255,7 +295,7 @@ def train_cross_encoder(
         save_total_limit=1,
         save_only_model=False,
         load_best_model_at_end=config.select_best,
-        metric_for_best_model=primary_metric if config.select_best else None,
+        metric_for_best_model=evaluator.primary_metric_name if config.select_best else None,
         greater_is_better=True,
         logging_steps=config.logging_steps,
         report_to="none",
@@ -294,7 +334,7 @@ def train_cross_encoder(
     model.to(torch.float32)
     scorer = CrossEncoderScorer.from_model(model, tokenizer, precision=final_precision, batch_size=64)
     final_metrics = dict(evaluator(scorer))
-    for extra_evaluator in final_evaluators or []:
+    for extra_evaluator in final_evaluators:
         final_metrics.update(extra_evaluator(scorer))
     log = [dict(entry) for entry in trainer.state.log_history]
 
@@ -316,8 +356,9 @@ def train_cross_encoder(
         "versions": _versions(),
     }
     (staging / "training_log.json").write_text(json.dumps(facts, indent=2, default=str) + "\n", encoding="utf-8")
-    if card_writer is not None:
-        card_writer(staging, facts)
+    write_model_card(staging, {**facts, **(card_facts or {})})
+    for name, text in (extra_files or {}).items():
+        (staging / name).write_text(text, encoding="utf-8")
     _replace_folder(staging, output)
     shutil.rmtree(work, ignore_errors=True)
     logger.info("Wrote %s (%.0fs of training)", output, train_seconds)
@@ -330,7 +371,7 @@ class _CrossEncoderTrainer(Trainer):  # type: ignore[misc]
     def __init__(
         self,
         *args: Any,
-        scoring_evaluator: Callable[..., dict[str, float]],
+        scoring_evaluator: ScoringEvaluator,
         eval_tokenizer: Any,
         eval_precision: str,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

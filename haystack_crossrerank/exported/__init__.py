@@ -1,0 +1,49 @@
+"""Exported backends: the model goes to ONNX once, into a cache, and runs on ONNX Runtime or OpenVINO.
+
+- :mod:`.export`: the export and its cache;
+- :mod:`.runtime`: the two runtimes and their precisions;
+- :mod:`.int8`: calibrated int8 and its accuracy gate.
+"""
+
+from haystack_crossrerank.exported.export import export_onnx, local_model_folder, model_fingerprint, require_runtime
+from haystack_crossrerank.exported.int8 import (
+    INT8_MIN_SPEARMAN,
+    Int8Report,
+    activation_matmuls,
+    beir_calibration_pairs,
+    calibrate_int8,
+    int8_model,
+    int8_path,
+    int8_report,
+    pairs_digest,
+    spearman,
+)
+from haystack_crossrerank.exported.runtime import (
+    BACKEND_PRECISIONS,
+    BACKENDS,
+    RuntimeSession,
+    check_backend,
+    resolve_backend_precision,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_PRECISIONS",
+    "INT8_MIN_SPEARMAN",
+    "Int8Report",
+    "RuntimeSession",
+    "activation_matmuls",
+    "beir_calibration_pairs",
+    "calibrate_int8",
+    "check_backend",
+    "export_onnx",
+    "int8_model",
+    "int8_path",
+    "int8_report",
+    "local_model_folder",
+    "model_fingerprint",
+    "pairs_digest",
+    "require_runtime",
+    "resolve_backend_precision",
+    "spearman",
+]
