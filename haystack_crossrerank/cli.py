@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -281,6 +282,31 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"pipeline": args.pipeline, "corpus": args.corpus}
 
 
+def cmd_rerank_run(args: argparse.Namespace) -> dict[str, Any]:
+    from haystack_crossrerank.rerank_run import RerankRunOptions, rerank_run
+
+    ray = args.ray
+    if ray == "":  # --ray without an address: $RAY_ADDRESS if set, else a local Ray
+        ray = os.environ.get("RAY_ADDRESS") or "local"
+    options = RerankRunOptions(
+        run=args.run,
+        corpus=args.corpus,
+        queries=args.queries,
+        model=args.model or str(_default_model_or_exit()),
+        output=args.output,
+        qrels=args.qrels,
+        depth=args.depth,
+        pipeline=args.pipeline,
+        settings=dict(args.set or []),
+        ray=ray,
+        workers=args.workers,
+        num_gpus=args.num_gpus,
+    )
+    summary = rerank_run(options)
+    _print_metrics("Reranked run", summary)
+    return summary
+
+
 def resolve_data_dir(value: str | None) -> str | None:
     """The data folder by :func:`haystack_crossrerank.paths.data_dir`'s policy, as a string (`None`: the hub)."""
     folder = data_dir(value)
@@ -313,6 +339,7 @@ COMMANDS = {
     "tune": cmd_tune,
     "demo": cmd_demo,
     "serve": cmd_serve,
+    "rerank-run": cmd_rerank_run,
 }
 
 

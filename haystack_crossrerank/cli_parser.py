@@ -211,6 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--set", type=_ranker_setting, action="append", metavar="KEY=VALUE", help="another ranker setting"
     )
+    rerank = sub.add_parser("rerank-run", help="rerank a TREC run (or JSONL candidates), in one process or on Ray")
+    rerank.add_argument("--run", required=True, help="TREC run (qid Q0 docid rank score tag) or .jsonl candidates")
+    rerank.add_argument("--corpus", required=True, help="a BEIR folder or corpus .jsonl[.gz]")
+    rerank.add_argument("--queries", required=True, help="a BEIR queries.jsonl (or its folder)")
+    rerank.add_argument("--model", help="hub id or folder (default: the built default model)")
+    rerank.add_argument("--output", required=True, help="the TREC run to write")
+    rerank.add_argument("--qrels", help="a BEIR qrels .tsv: report the metrics before and after")
+    rerank.add_argument("--depth", type=int, default=100, help="candidates per query taken from the run")
+    rerank.add_argument("--pipeline", default="bm25_rerank", help="the shipped pipeline whose ranker settings apply")
+    rerank.add_argument(
+        "--set", type=_ranker_setting, action="append", metavar="KEY=VALUE", help="another ranker setting"
+    )
+    rerank.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data (default: $RAY_ADDRESS, else local)",
+    )
+    rerank.add_argument("--workers", type=int, default=2, help="Ray actors, one model each")
+    rerank.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor")
+    rerank.add_argument("--json", help="write the summary to this JSON file")
     return parser
 
 

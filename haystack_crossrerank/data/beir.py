@@ -80,11 +80,7 @@ def load_beir(data_dir: str | Path, split: str = "test", *, dataset: str = "scif
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"'{qrels_path}' does not exist; splits available: {available}")
     corpus = read_corpus(folder)
-    all_queries = {}
-    for line_number, row in iter_jsonl(folder / "queries.jsonl"):
-        all_queries[_field(row, "_id", folder / "queries.jsonl", line_number)] = _field(
-            row, "text", folder / "queries.jsonl", line_number
-        )
+    all_queries = read_queries(folder / "queries.jsonl")
     qrels = read_qrels(qrels_path)
     unknown_q = [q for q in qrels if q not in all_queries]
     if unknown_q:
@@ -127,6 +123,23 @@ def read_corpus(source: str | Path) -> dict[str, dict[str, str]]:
     if not corpus:
         raise ValueError(f"{path}: no documents found")
     return corpus
+
+
+def read_queries(source: str | Path) -> dict[str, str]:
+    """
+    Read queries: a BEIR `queries.jsonl` (rows with `_id` and `text`), or the BEIR folder that holds it.
+
+    :param source: The file or folder.
+    :returns: query id -> text, in file order.
+    :raises FileNotFoundError: If there is no such file.
+    :raises ValueError: On a malformed line (with file and line).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "queries.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"queries '{path}' do not exist: expected a BEIR queries.jsonl or its folder")
+    return {_field(row, "_id", path, n): _field(row, "text", path, n) for n, row in iter_jsonl(path)}
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
