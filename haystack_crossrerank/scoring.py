@@ -243,8 +243,8 @@ class CrossEncoderScorer:
         """
         Make the calibrated int8 copy of this ONNX model, keep it only if it passes the gate, and use it if so.
 
-        :param calibration_pairs: In-domain (query, text) pairs whose activations set the int8 scales (a few
-            hundred; more costs time, not accuracy).
+        :param calibration_pairs: In-domain (query, text) pairs whose activations set the int8 scales (256 by
+            default in `crossrerank quantize`).
         :param held_pairs: Other pairs, scored by fp32 and int8: the int8 copy is kept only if the Spearman
             correlation of the two is at least :data:`haystack_crossrerank.exported.INT8_MIN_SPEARMAN`.
         :param batch_size: Pairs per calibration batch.
