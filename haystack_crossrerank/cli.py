@@ -161,6 +161,10 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     if data_dir is None:
         raise SystemExit("crossrerank bench needs a BEIR folder: pass --data-dir (e.g. ../shared/data/scifact)")
     models = args.model or [str(_default_model_or_exit(build=True, data_dir=args.data_dir))]
+    if args.card:  # checked before the (long) run, not after it
+        missing = [m for m in models if not (Path(m) / "README.md").is_file()]
+        if missing:
+            raise SystemExit(f"--card needs model folders with a model card (README.md); none in: {missing}")
     options = BenchOptions(
         data_dir=data_dir,
         dataset=args.dataset,
@@ -182,7 +186,19 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
         plot=args.plot,
     )
-    return run_benchmark(options)
+    result = run_benchmark(options)
+    if args.card:
+        import datetime
+        import shlex
+
+        from haystack_crossrerank.training.card import record_benchmark
+
+        command = "crossrerank " + shlex.join(args.argv)
+        today = datetime.date.today().isoformat()
+        for model in models:
+            heading = record_benchmark(Path(model), result, command=command, when=today)
+            print(f"recorded '{heading[4:]}' in {Path(model) / 'README.md'}")
+    return result
 
 
 def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
@@ -346,6 +362,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

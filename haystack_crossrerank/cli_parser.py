@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
     bench.add_argument("--json", help="write the table to this JSON file")
+    bench.add_argument(
+        "--card",
+        action="store_true",
+        help="also write this model's rows into each --model folder's model card (README.md), one section per setting",
+    )
 
     tune = sub.add_parser(
         "tune", help="choose passage, aggregation, fusion and depth settings on a BEIR set's training queries"

@@ -234,3 +234,53 @@ def test_a_pipeline_that_ranks_differently_is_noted_not_raised() -> None:
     row = Row(name="x", rankings={"q1": ["a", "b"]}, latencies_ms=[1.0], note="weight 0.5")
     note = _check_pipeline(Fixed(), first_stage("bm25"), [("q1", "text")], row, row.note)  # type: ignore[arg-type]
     assert note == "weight 0.5; NOT the shipped YAML pipeline's ranking (query q1 differs)"
+
+
+def test_cli_bench_card_records_the_rows_in_the_model_card_and_a_rerun_replaces_them(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    import shutil
+
+    data = write_corpus(tmp_path / "toy")
+    model = tmp_path / "my-model"
+    shutil.copytree(tiny_model, model)
+    (model / "README.md").write_text("# Cross-encoder: my-model\n\n## Training log\nkept as it was\n")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--data-dir", str(data), "--model", str(model), "--depth", "3", "--no-peer", "--card"]
+    argv += ["--passages", "sentences", "--precision", "fp32", "--json", str(out)]
+    assert main(argv) == 0
+    card = (model / "README.md").read_text()
+    rows = json.loads(out.read_text())["rows"]
+    assert card.startswith("# Cross-encoder: my-model\n\n## Training log\nkept as it was\n")
+    assert "### toy test, bm25 top 3, 4 queries, passages sentences" in card
+    assert "crossrerank bench --data-dir" in card and "--card" in card
+    mine = next(r for r in rows if r["row"].startswith("+ CrossEncoderRanker"))
+    assert f"| {mine['row']} | {mine['ndcg@10']} | {mine['mrr@10']} |" in card
+    assert f"| bm25 | {rows[0]['ndcg@10']} |" in card
+
+    # the same setting again replaces its section; another depth adds one beside it
+    assert main(argv) == 0
+    assert (model / "README.md").read_text().count("### toy test, bm25 top 3") == 1
+    assert main([*argv[:6], "2", *argv[7:]]) == 0
+    card = (model / "README.md").read_text()
+    assert card.count("### toy test, bm25 top 3") == 1 and card.count("### toy test, bm25 top 2") == 1
+    assert card.count("## Retrieval benchmark") == 1
+
+
+def test_cli_bench_card_refuses_a_model_without_a_card_before_running(tmp_path: Path, tiny_model: Path) -> None:
+    data = write_corpus(tmp_path / "toy")
+    with pytest.raises(SystemExit, match="model card"):
+        main(["bench", "--data-dir", str(data), "--model", str(tiny_model), "--no-peer", "--card"])
+
+
+def test_record_benchmark_errors_name_what_was_expected(tmp_path: Path) -> None:
+    from haystack_crossrerank.training.card import record_benchmark
+
+    result = {"settings": {"split": "test", "first_stage": "bm25", "depth": 3, "passages": ["document"]}}
+    result |= {"dataset": "toy", "rows": [{"row": "bm25", "queries": 4}, {"row": "+ CrossEncoderRanker (other, x)"}]}
+    with pytest.raises(FileNotFoundError, match="model card"):
+        record_benchmark(tmp_path, result, command="c", when="today")
+    (tmp_path / "README.md").write_text("# card\n")
+    with pytest.raises(ValueError, match="no row for"):
+        record_benchmark(tmp_path, result, command="c", when="today")
+    assert (tmp_path / "README.md").read_text() == "# card\n"

@@ -112,3 +112,68 @@ def _log_rows(log: list[dict[str, Any]]) -> list[str]:
             values = " | ".join(f"{entry[c]:.4f}" if c in entry else "-" for c in columns)
             rows.append(f"| {entry.get('epoch', 0):.2f} | {entry.get('step', '-')} | {loss} | {values} |")
     return rows
+
+
+BENCH_HEADING = "## Retrieval benchmark (measured with `crossrerank bench`)"
+
+
+def record_benchmark(folder: Path, result: dict[str, Any], *, command: str, when: str) -> str:
+    """
+    Put a benchmark's rows for this model into its model card, under one heading per measured setting
+    (data set, split, first stage, depth, queries, passage modes). A later run of the same setting replaces
+    its section; other sections and the rest of the card are kept.
+
+    :param folder: The model folder; its `README.md` must exist (a card written by training).
+    :param result: What `run_benchmark` returned.
+    :param command: The command line that produced it, written above the table.
+    :param when: The date of the run.
+    :returns: The section's heading line.
+    :raises FileNotFoundError: If the folder has no `README.md`.
+    """
+    card = folder / "README.md"
+    if not card.is_file():
+        raise FileNotFoundError(f"expected a model card at {card} to record the benchmark in, but it does not exist")
+    settings = result["settings"]
+    rows = result["rows"]
+    label = folder.name
+    mine = [r for r in rows[1:] if f"({label}," in r["row"] or r["row"].startswith(f"+ {label},")]
+    if not mine:
+        raise ValueError(f"the benchmark has no row for {label!r}; its rows are {[r['row'] for r in rows]}")
+    heading = (
+        f"### {result['dataset']} {settings['split']}, {settings['first_stage']} top {settings['depth']}, "
+        f"{rows[0]['queries']} queries, passages {'/'.join(settings['passages'])}"
+    )
+    shipped = settings.get("shipped_ranker") or {}
+    ranker = ", ".join(
+        f"{k}={shipped[k]}"
+        for k in ("meta_placement", "aggregation", "aggregation_weight", "max_passages", "fusion", "fusion_weight")
+        if k in shipped
+    )
+    lines = [
+        heading,
+        "",
+        f"{when}: `{command}`",
+        "",
+        f"Ranker settings: {ranker}." if ranker else "",
+        "",
+        "| row | nDCG@10 | MRR@10 | recall@100 | pairs/s | ms/query p50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in [rows[0], *mine]:
+        cells = [row["row"], row["ndcg@10"], row["mrr@10"], row.get("recall@100", "-"), row["pairs_per_s"] or "-"]
+        lines.append("| " + " | ".join(str(c) for c in [*cells, row["ms_p50"]]) + " |")
+    section = "\n".join(line for i, line in enumerate(lines) if line or lines[i - 1]) + "\n"
+
+    text = card.read_text(encoding="utf-8").rstrip("\n") + "\n"
+    if BENCH_HEADING not in text:
+        text += f"\n{BENCH_HEADING}\n"
+    head, _, tail = text.partition(BENCH_HEADING + "\n")
+    # sections under the heading, up to the next top-level heading
+    ending = tail.find("\n## ")
+    body, rest = (tail, "") if ending < 0 else (tail[: ending + 1], tail[ending + 1 :])
+    sections = [s for s in ("\n" + body).split("\n### ") if s.strip()]
+    sections = ["### " + s.strip("\n") + "\n" for s in sections]
+    kept = [s for s in sections if s.splitlines()[0] != heading]
+    new_body = "\n".join([*kept, section])
+    card.write_text(f"{head}{BENCH_HEADING}\n\n{new_body}{rest}", encoding="utf-8")
+    return heading
