@@ -268,16 +268,22 @@ def _ray_blocks(options: RerankRunOptions, items: Iterator[dict[str, Any]]) -> I
 def _ray_shard(
     ray: Any, options: RerankRunOptions, ranker_data: dict[str, Any], shard: list[dict[str, Any]]
 ) -> list[str]:
-    dataset = ray.data.from_items(shard).map_batches(
-        _RerankActor,
-        fn_constructor_kwargs={"ranker_data": ranker_data, "fault_once": options.fault_once},
-        batch_size=4,
-        batch_format="numpy",
-        concurrency=options.workers,
-        num_cpus=1,
-        num_gpus=options.num_gpus or None,
-        max_restarts=options.max_restarts,
-        max_task_retries=options.max_restarts,
-    )
+    import warnings
+
+    with warnings.catch_warnings():
+        # Actor restarts have no named parameter in `map_batches`; they go through `ray_remote_args`, which Ray
+        # warns about (removed in 2.64, hence the `ray` extra's upper bound).
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        dataset = ray.data.from_items(shard).map_batches(
+            _RerankActor,
+            fn_constructor_kwargs={"ranker_data": ranker_data, "fault_once": options.fault_once},
+            batch_size=4,
+            batch_format="numpy",
+            concurrency=options.workers,
+            num_cpus=1,
+            num_gpus=options.num_gpus or None,
+            max_restarts=options.max_restarts,
+            max_task_retries=options.max_restarts,
+        )
     blocks = {str(row["qid"]): str(row["block"]) for row in dataset.iter_rows()}
     return [blocks[item["qid"]] for item in shard]
