@@ -78,6 +78,8 @@ class Row:
     rerank_seconds: float = 0.0
     wall_seconds: float = 0.0
     note: str = ""
+    # The label of the model whose CrossEncoderRanker made the row ("" for the first stage and the peer).
+    model: str = ""
 
     def summary(self, qrels: dict[str, dict[str, int]]) -> dict[str, Any]:
         judged = {q: qrels[q] for q in self.rankings}
@@ -92,6 +94,7 @@ class Row:
             "pairs_per_s": round(self.pairs / self.rerank_seconds, 1) if self.rerank_seconds else None,
             "wall_s": round(self.wall_seconds, 1),
             "note": self.note,
+            "model": self.model,
         }
 
 
@@ -163,12 +166,14 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
             row, scores = _rerank_row(
                 f"+ CrossEncoderRanker ({label}, {mode})", ranker, reranked_queries, candidates, first_ms, options
             )
+            row.model = label
             rows.append(row)
             fused = None
             if fusion is not None:
                 fused = _fusion_row(
                     f"+ {label}, {mode}, {fusion} fusion", row, scores, reranked_candidates, fusion, weight
                 )
+                fused.model = label
                 rows.append(fused)
             if model == options.models[0]:
                 plotted.append(Measured(row, scores, mode))

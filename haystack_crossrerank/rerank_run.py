@@ -150,15 +150,22 @@ def rerank_items(ranker: Any, items: list[dict[str, Any]]) -> list[str]:
     return blocks
 
 
-def _items(
+def _check_run(
     run: dict[str, list[tuple[str, float]]], queries: dict[str, str], corpus: dict[str, dict[str, str]]
-) -> Iterator[dict[str, Any]]:
+) -> None:
+    """Every query and document of the run must have a text: checked before any scoring, not midway."""
     for qid, candidates in run.items():
         if qid not in queries:
             raise ValueError(f"query {qid!r} of the run is not in the queries file")
         missing = [d for d, _ in candidates if d not in corpus]
         if missing:
             raise ValueError(f"document {missing[0]!r} of query {qid!r} is not in the corpus")
+
+
+def _items(
+    run: dict[str, list[tuple[str, float]]], queries: dict[str, str], corpus: dict[str, dict[str, str]]
+) -> Iterator[dict[str, Any]]:
+    for qid, candidates in run.items():
         yield {
             "qid": qid,
             "query": queries[qid],
@@ -180,6 +187,7 @@ def rerank_run(options: RerankRunOptions) -> dict[str, Any]:
 
     run = read_run(options.run, options.depth)
     queries, corpus = read_queries(options.queries), read_corpus(options.corpus)
+    _check_run(run, queries, corpus)
     items = _items(run, queries, corpus)
     output = Path(options.output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -242,9 +242,10 @@ def test_cli_bench_card_records_the_rows_in_the_model_card_and_a_rerun_replaces_
     import shutil
 
     data = write_corpus(tmp_path / "toy")
-    model = tmp_path / "my-model"
-    shutil.copytree(tiny_model, model)
-    (model / "README.md").write_text("# Cross-encoder: my-model\n\n## Training log\nkept as it was\n")
+    model, other = tmp_path / "my-model", tmp_path / "my-model-2"
+    for folder in (model, other):
+        shutil.copytree(tiny_model, folder)
+        (folder / "README.md").write_text(f"# Cross-encoder: {folder.name}\n\n## Training log\nkept as it was\n")
     out = tmp_path / "bench.json"
     argv = ["bench", "--data-dir", str(data), "--model", str(model), "--depth", "3", "--no-peer", "--card"]
     argv += ["--passages", "sentences", "--precision", "fp32", "--json", str(out)]
@@ -257,6 +258,16 @@ def test_cli_bench_card_records_the_rows_in_the_model_card_and_a_rerun_replaces_
     mine = next(r for r in rows if r["row"].startswith("+ CrossEncoderRanker"))
     assert f"| {mine['row']} | {mine['ndcg@10']} | {mine['mrr@10']} |" in card
     assert f"| bm25 | {rows[0]['ndcg@10']} |" in card
+
+    # with two models, each card gets its own rows and none of the other's (names share a prefix on purpose)
+    assert main([*argv, "--model", str(other)]) == 0
+    card, card2 = (model / "README.md").read_text(), (other / "README.md").read_text()
+    rows_of = {
+        name: [line for line in text.splitlines() if line.startswith("| +")]
+        for name, text in (("my-model", card), ("my-model-2", card2))
+    }
+    assert rows_of["my-model"] and all("my-model-2" not in line for line in rows_of["my-model"])
+    assert rows_of["my-model-2"] and all("my-model-2" in line for line in rows_of["my-model-2"])
 
     # the same setting again replaces its section; another depth adds one beside it
     assert main(argv) == 0

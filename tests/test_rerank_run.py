@@ -113,3 +113,20 @@ def test_ray_output_is_identical_and_survives_a_killed_worker(
         assert (tmp_path / "ray2.trec").read_text() == (tmp_path / "single.trec").read_text()
     finally:
         ray.shutdown()
+
+
+def test_a_run_naming_unknown_texts_is_refused_before_any_scoring(
+    beir: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.trec"
+    # the unknown document is in the last query: the run must fail before the first query is scored
+    bad.write_text(beir["run"].read_text() + "q11 Q0 no-such-doc 9 0.1 bm25\n")
+    options = _options(beir, tiny_model, tmp_path / "out.trec", qrels=None)
+    options.run = str(bad)
+    options.model = str(tmp_path / "no-model-here")  # loading it would fail: scoring must not start
+    with pytest.raises(ValueError, match="'no-such-doc' of query 'q11' is not in the corpus"):
+        rerank_run(options)
+    assert not (tmp_path / "out.trec").exists() and not (tmp_path / "out.trec.partial").exists()
+    bad.write_text("q99 Q0 d1 1 0.5 bm25\n")
+    with pytest.raises(ValueError, match="query 'q99' of the run is not in the queries file"):
+        rerank_run(options)

@@ -136,7 +136,7 @@ def record_benchmark(folder: Path, result: dict[str, Any], *, command: str, when
     settings = result["settings"]
     rows = result["rows"]
     label = folder.name
-    mine = [r for r in rows[1:] if f"({label}," in r["row"] or r["row"].startswith(f"+ {label},")]
+    mine = [r for r in rows if r.get("model") == label]
     if not mine:
         raise ValueError(f"the benchmark has no row for {label!r}; its rows are {[r['row'] for r in rows]}")
     heading = (
