@@ -2,9 +2,13 @@
 
 It holds: the all-MiniLM-L6-v2 base (weights stored in fp16 to fit the 64 MiB transfer limit; they are
 cast back to fp32 before training), STS-B, and BM25 top-100 candidates (title + abstract) for the first
-N SciFact test queries with their judgments.
+N SciFact test queries with their judgments. With `--retrieval`, also `retrieval.json.gz`: the retrieval
+recipe's training examples (SciFact train with MedQuAD mixed in, negatives mined from BM25, as
+`crossrerank train --task retrieval` mines them) and its validation candidates (held-out training queries,
+BM25 at the shipped depth), as the texts the ranker sends, so that the GPU machine needs neither Haystack
+nor BM25.
 
-    python benchmarks/prepare_gpu_carry.py --data-dir ../shared/data --queries 30
+    python benchmarks/prepare_gpu_carry.py --data-dir ../shared/data --queries 30 --retrieval --mix medquad=2.0
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--out", default=".devcarry")
+    parser.add_argument("--retrieval", action="store_true", help="also the retrieval recipe's data")
+    parser.add_argument("--mix", default="medquad=2.0", help="data sets mixed into retrieval training")
     args = parser.parse_args()
 
     import torch
@@ -49,8 +55,53 @@ def main() -> None:
         },
     }
     (out / "candidates.json").write_text(json.dumps(payload))
+    if args.retrieval:
+        write_retrieval(args.data_dir, args.mix, out / "retrieval.json.gz")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({size / 2**20:.1f} MiB)")
+
+
+def write_retrieval(data_dir: str, mix: str, path: Path) -> None:
+    """The examples and validation candidates of `crossrerank train --task retrieval --mix ...`, as texts."""
+    import gzip
+
+    from haystack_crossrerank.data.beir import load_beir
+    from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
+    from haystack_crossrerank.first_stage import first_stage, shipped_depth
+    from haystack_crossrerank.training.mining import bm25_candidates_for, mine_examples, mix_examples, split_queries
+    from haystack_crossrerank.training.retrieval import RetrievalOptions
+    from haystack_crossrerank.training.trainer import TASK_PRESETS
+
+    ratios = {name: float(value) for name, value in (item.split("=") for item in mix.split(",") if item)}
+    options = RetrievalOptions(data_dir=data_dir, mix=ratios)
+    seed = 42
+    data = load_beir(data_dir, "train")
+    train_ids, validation_ids = split_queries(data, options.validation_queries, seed)
+    examples, stats = mine_examples(data, train_ids, options, seed)
+    mixed, mix_stats = mix_examples(options, len(examples), seed)
+    depth = shipped_depth(first_stage("bm25"))
+    candidates = bm25_candidates_for(data, validation_ids, depth)
+    texts = text_ranker()
+    validation = {
+        q: {
+            "query": data.queries[q],
+            "qrels": data.qrels[q],
+            "documents": [[d, document_text(data.corpus[d], texts), score] for d, score in candidates[q]],
+        }
+        for q in validation_ids
+    }
+    payload = {
+        "preset": TASK_PRESETS["retrieval"],
+        "max_length": options.max_length,
+        "loss": options.loss,
+        "depth": depth,
+        "stats": {"scifact": stats, **mix_stats},
+        "examples": examples + mixed,
+        "validation": validation,
+    }
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        json.dump(payload, handle)
+    print(f"retrieval: {len(examples)} + {len(mixed)} examples, {len(validation)} validation queries (depth {depth})")
 
 
 if __name__ == "__main__":

@@ -295,12 +295,13 @@ class CrossEncoderScorer:
         """
         Wrap a model that is already in memory (for example one being trained), without copying it.
 
-        The model is scored where it is, in its current dtype; `precision` only chooses CPU autocast.
+        The model is scored where it is, in its current dtype; `precision` only chooses autocast (on the CPU, and
+        on CUDA for fp32 weights, e.g. evaluation during bf16 training).
         The caller puts the model in eval mode (and back in train mode afterwards).
 
         :param model: A sequence-classification model with one label.
         :param tokenizer: Its fast tokenizer.
-        :param precision: `"fp32"`, `"bf16"` or `"fp16"` (autocast on the CPU).
+        :param precision: `"fp32"`, `"bf16"` or `"fp16"` (autocast).
         :param batch_size: The most pairs in one forward pass.
         :param max_length: The most tokens per pair; `None` takes the model's limit.
         :returns: A loaded scorer.
@@ -397,14 +398,24 @@ class CrossEncoderScorer:
         limit = min(self.max_length, max_length) if max_length is not None else self.max_length
         scores = np.empty(len(pairs), dtype=np.float64)
         bar = progress(desc="Scoring pairs", unit="pair", total=len(pairs), enabled=show_progress_bar)
+        # On an accelerator the logits stay there until every batch is queued: one copy back at the end, so the
+        # CPU pads the next batch while the device runs this one instead of waiting for it.
+        pending: list[tuple[np.ndarray, torch.Tensor]] = []
+        defer = self.backend == "torch" and self.device is not None and self.device.type != "cpu"
         with torch.inference_mode(), self._autocast():
             for indices, features in self._batches(pairs, size, limit):
                 if self.backend != "torch":
                     scores[indices] = self.model(features)
                 else:
-                    logits = self.model(**self._to_device(features)).logits
-                    scores[indices] = logits.reshape(-1).float().cpu().numpy()
+                    logits = self.model(**self._to_device(features)).logits.reshape(-1)
+                    if defer:
+                        pending.append((indices, logits))
+                    else:
+                        scores[indices] = logits.float().numpy()
                 bar.update(len(indices))
+            if pending:
+                values = torch.cat([logits for _, logits in pending]).float().cpu().numpy()
+                scores[np.concatenate([indices for indices, _ in pending])] = values
         bar.close()
         return [float(s) for s in scores]
 
@@ -434,12 +445,21 @@ class CrossEncoderScorer:
 
     # ------------------------------------------------------------------ internals
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device is not None and self.device.type == "cpu" and self.precision in ("fp16", "bf16"):
+        if self.device is None or self.backend != "torch" or self.precision not in ("fp16", "bf16"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        if self.device.type == "cpu":
             # bf16 weights run as they are; autocast covers fp16 on the CPU and models wrapped by `from_model`
             # (which keep their fp32 weights while they train).
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(device_type="cpu", dtype=dtype)
+        if self.device.type == "cuda" and self._weights_dtype() == torch.float32:
+            # Weights loaded by `load` are cast already; a model wrapped by `from_model` mid-training is not.
+            return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()
+
+    def _weights_dtype(self) -> torch.dtype | None:
+        parameter = next(iter(self.model.parameters()), None) if hasattr(self.model, "parameters") else None
+        return parameter.dtype if parameter is not None else None
 
     def _batches(
         self, pairs: Sequence[tuple[str, str]], size: int, max_length: int
@@ -450,6 +470,12 @@ class CrossEncoderScorer:
 
     def _to_device(self, features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         assert self.device is not None
+        if self.device.type == "cuda":
+            # Pinned host memory lets the copy run asynchronously, behind the work already queued.
+            return {
+                name: torch.from_numpy(value).pin_memory().to(self.device, non_blocking=True)
+                for name, value in features.items()
+            }
         return {name: torch.from_numpy(value).to(self.device) for name, value in features.items()}
 
 

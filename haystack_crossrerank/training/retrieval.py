@@ -70,12 +70,18 @@ class RetrievalOptions:
 
 
 class RetrievalCollator:
-    """Turns examples into length-sorted micro-batches; labels carry (example index, is positive)."""
+    """
+    Turns examples into length-sorted micro-batches (on a GPU: one padded batch, see
+    :class:`~haystack_crossrerank.training.trainer.PairCollator`); labels carry (example index, is positive).
+    """
 
-    def __init__(self, tokenizer: Any, max_length: int, loss: str) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, loss: str, *, micro_batches: bool | None = None) -> None:
+        import torch
+
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.loss = loss
+        self.micro_batches = (not torch.cuda.is_available()) if micro_batches is None else micro_batches
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         queries, texts, labels = [], [], []
@@ -85,7 +91,7 @@ class RetrievalCollator:
                 texts.append(text)
                 labels.append([float(group), 1.0 if position == 0 else 0.0])
         encoded = self.tokenizer(queries, texts, truncation="only_second", max_length=self.max_length)
-        return collate_micro_batches(self.tokenizer, encoded, labels)
+        return collate_micro_batches(self.tokenizer, encoded, labels, micro_batches=self.micro_batches)
 
 
 def train_retrieval(config: TrainConfig, options: RetrievalOptions) -> TrainResult:

@@ -65,6 +65,9 @@ class TrainConfig:
     :param save_checkpoints: Write a resumable checkpoint (model, optimizer, scheduler) at every evaluation.
         It costs disk time (about 270 MB each for MiniLM); `select_best` needs it.
     :param logging_steps: Log the training loss every this many steps.
+    :param dataloader_workers: Processes that tokenize and pad batches beside the training loop (0: in the loop).
+    :param eval_precision: Precision of the evaluations during training: `None` is bf16 autocast on a CPU that
+        trains in bf16 and fp32 elsewhere; `"fp32"`, `"bf16"` or `"fp16"` choose (autocast over fp32 weights).
     :param task: `"sts"` or `"retrieval"`, recorded in the model card.
     """
 
@@ -85,6 +88,8 @@ class TrainConfig:
     resume: bool = False
     save_checkpoints: bool = True
     logging_steps: int = 10
+    dataloader_workers: int = 0
+    eval_precision: str | None = None
     task: str = "sts"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,6 +128,12 @@ class TrainConfig:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"`{name}` must be > 0, but got {getattr(self, name)}")
+        if self.dataloader_workers < 0:
+            raise ValueError(f"`dataloader_workers` must be >= 0, but got {self.dataloader_workers}")
+        if self.eval_precision not in (None, "fp32", "bf16", "fp16"):
+            raise ValueError(
+                f"`eval_precision` must be None, 'fp32', 'bf16' or 'fp16', but got {self.eval_precision!r}"
+            )
         if self.select_best and not self.save_checkpoints:
             raise ValueError("`select_best` needs `save_checkpoints`, but save_checkpoints is False")
         if not 0 <= self.warmup_ratio < 1:
@@ -300,10 +311,11 @@ def train_cross_encoder(
         logging_steps=config.logging_steps,
         report_to="none",
         remove_unused_columns=False,
-        dataloader_num_workers=0,
+        dataloader_num_workers=config.dataloader_workers,
+        dataloader_persistent_workers=config.dataloader_workers > 0,
         disable_tqdm=not on_terminal(),  # in a log file, the loss and evaluation lines are the progress
     )
-    eval_precision = "bf16" if (precision == "bf16" and not use_cuda) else "fp32"
+    eval_precision = config.eval_precision or ("bf16" if (precision == "bf16" and not use_cuda) else "fp32")
     trainer = _CrossEncoderTrainer(
         model=model,
         args=args,
