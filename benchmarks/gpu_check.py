@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 DEVICE = "cuda"
+ONLY_OURS = False  # --only-ours: one run of our trainer (the base of the retrieval recipe), no comparison
 SMOKE = False  # --smoke: the same code on the CPU with tiny sizes, to check the script before a device run
 
 
@@ -174,6 +175,8 @@ def train_both(base: Path, carry: Path, out: Path) -> dict[str, Any]:
         ("ours_workers2_bf16eval", {"dataloader_workers": 2, "eval_precision": "bf16"}),
         ("sentence_transformers_again", None),
     ]
+    if ONLY_OURS:
+        runs = [("ours", {})]
     for name, settings in runs:
         try:
             if settings is None:
@@ -527,14 +530,17 @@ def rerank_speed(model_dir: Path, carry: Path) -> dict[str, Any]:
 
     # The peer first and last, ours between: neither side alone meets a cold GPU.
     rows["peer_crossencoder_rank_bs16"] = peer_run(16)
-    defaults = CrossEncoderScorer(model_dir, device=DEVICE)  # the ranker's defaults: auto precision, batch 32
+    defaults = CrossEncoderScorer(model_dir, device=DEVICE)  # the ranker's defaults: auto precision and batch
     defaults.load()
     rows["ours_defaults"] = run("ours defaults", lambda q, docs: defaults.score([(q, d) for d in docs]))
     rows["ours_defaults"]["precision"] = defaults.precision
-    for precision in ("auto", "fp32", "fp16", "bf16"):
-        scorer = CrossEncoderScorer(model_dir, device=DEVICE, precision=precision, batch_size=64)
+    rows["ours_defaults"]["batch_size"] = defaults.batch_size
+    for precision, batch in (("auto", 32), ("auto", 64), ("fp32", 64), ("fp16", 64), ("bf16", 64)):
+        scorer = CrossEncoderScorer(model_dir, device=DEVICE, precision=precision, batch_size=batch)
         scorer.load()
-        rows[f"ours_{precision}_bs64"] = run(precision, lambda q, docs, s=scorer: s.score([(q, d) for d in docs]))
+        rows[f"ours_{precision}_bs{batch}"] = run(
+            f"{precision} bs{batch}", lambda q, docs, s=scorer: s.score([(q, d) for d in docs])
+        )
     rows["peer_crossencoder_rank_bs32"] = peer_run(32)
     rows["peer_crossencoder_rank_bs16_again"] = peer_run(16)
     return {"qrels": payload["qrels"], "rows": rows}
@@ -602,9 +608,12 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--only-training", action="store_true")
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--only-ours", action="store_true", help="STS: our trainer once, no peer, no variant")
+    parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, to check the script")
     args = parser.parse_args()
-    global DEVICE, SMOKE
+    global DEVICE, SMOKE, ONLY_OURS
+    ONLY_OURS = args.only_ours
     if args.smoke:
         DEVICE, SMOKE = "cpu", True
     carry, out = Path(args.carry), Path(args.out)
@@ -649,7 +658,8 @@ def main() -> None:
     if args.only_training:
         log("done")
         return
-    phase("agreement", agreement, model_dir, synthetic_pairs(carry, 40 if SMOKE else 1000))
+    if not args.skip_agreement:
+        phase("agreement", agreement, model_dir, synthetic_pairs(carry, 40 if SMOKE else 1000))
     phase("rerank", rerank_speed, model_dir, carry)
     phase("onnx_cuda", onnx_cuda, model_dir, carry)
     log("done")

@@ -83,24 +83,23 @@ class PairEncoder:
         cache: dict[str, Any] = {}
         for start in range(0, len(pairs), window):
             encodings = self.encode(pairs[start : start + window], cache, max_length)
-            lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+            lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
             order = np.argsort(-lengths, kind="stable")
             for batch in split_by_budget(order, lengths, size, max_batch_tokens):
                 yield batch + start, self.collate([encodings[i] for i in batch])
 
     def collate(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         """Pad encodings into `input_ids`, `attention_mask` and, where the model uses them, `token_type_ids`."""
-        width = max(len(e.ids) for e in encodings)
+        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+        width = int(lengths.max())
         ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
         for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            mask[row, :n] = 1
-            types[row, :n] = encoding.type_ids
-        features = {"input_ids": ids, "attention_mask": mask}
+            ids[row, : lengths[row]] = encoding.ids
+        features = {"input_ids": ids, "attention_mask": (np.arange(width) < lengths[:, None]).astype(np.int64)}
         if self._use_token_types:
+            types = np.zeros((len(encodings), width), dtype=np.int64)
+            for row, encoding in enumerate(encodings):
+                types[row, : lengths[row]] = encoding.type_ids
             features["token_type_ids"] = types
         return features
 

@@ -83,7 +83,7 @@ class CrossEncoderRanker:
         scale_score: bool = True,
         calibration_factor: float = 1.0,
         score_threshold: float | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         max_length: int | None = None,
         precision: str = "auto",
         model_kwargs: dict[str, Any] | None = None,
@@ -116,7 +116,7 @@ class CrossEncoderRanker:
         :param scale_score: Return `sigmoid(logit * calibration_factor)` instead of the raw logit.
         :param calibration_factor: Multiplies the logit before the sigmoid when `scale_score` is true.
         :param score_threshold: Drop Documents whose final score is below this value (before `top_k`).
-        :param batch_size: The most pairs in one forward pass; must be > 0.
+        :param batch_size: The most pairs in one forward pass; must be > 0. `None`: 32 on the CPU, 128 on a GPU.
         :param max_length: The most tokens per pair; `None` takes the model's limit (longer is clamped).
         :param precision: `"auto"`, `"fp32"`, `"fp16"`, `"bf16"` or `"int8"` (see `backend`).
         :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`.
@@ -144,8 +144,10 @@ class CrossEncoderRanker:
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
-        for name, number in (("top_k", top_k), ("batch_size", batch_size), ("window_size", window_size)):
+        for name, number in (("top_k", top_k), ("window_size", window_size)):
             check_int(name, number, minimum=1)
+        if batch_size is not None:
+            check_int("batch_size", batch_size, minimum=1)
         check_int("window_stride", window_stride, minimum=1)
         for name, limit in (
             ("max_length", max_length),

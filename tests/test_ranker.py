@@ -265,7 +265,7 @@ def test_to_dict_covers_every_init_parameter_with_defaults() -> None:
             "scale_score": True,
             "calibration_factor": 1.0,
             "score_threshold": None,
-            "batch_size": 32,
+            "batch_size": None,
             "max_length": None,
             "precision": "auto",
             "model_kwargs": None,
