@@ -52,6 +52,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.overwrite,
         resume=args.resume,
         save_checkpoints=not args.no_checkpoints,
+        dataloader_workers=args.dataloader_workers,
+        eval_precision=args.eval_precision,
     )
     data_dir = resolve_data_dir(args.data_dir)
     if args.task == "sts":

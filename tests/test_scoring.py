@@ -281,3 +281,28 @@ def test_training_precision_follows_the_inference_policy_and_refuses_int8() -> N
         ValueError, match=r"training `precision` must be one of \['auto', 'fp32', 'fp16', 'bf16'\], but got 'int8'"
     ):
         training_precision("int8")
+
+
+def test_batch_size_defaults_to_32_on_the_cpu_and_can_be_set(tiny_model: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
+    assert scorer.requested_batch_size is None
+    scorer.load()
+    assert scorer.batch_size == 32
+    chosen = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", batch_size=5)
+    chosen.load()
+    assert chosen.batch_size == 5
+
+
+def test_padding_matches_the_tokenizer(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", batch_size=8)
+    features = scorer.encode(PAIRS)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    expected = tokenizer(
+        [q for q, _ in PAIRS], [t for _, t in PAIRS], padding=True, truncation="only_second", return_tensors="pt"
+    )
+    assert features["input_ids"].tolist() == expected["input_ids"].tolist()
+    assert features["attention_mask"].tolist() == expected["attention_mask"].tolist()
+    if "token_type_ids" in expected:
+        assert features["token_type_ids"].tolist() == expected["token_type_ids"].tolist()

@@ -120,6 +120,32 @@ def test_bad_training_settings_are_rejected(tmp_path: Path) -> None:
         TrainConfig(base_model="x", output_dir=str(tmp_path), warmup_ratio=1.5).validate()
     with pytest.raises(ValueError, match="`batch_size` must be > 0, but got 0"):
         TrainConfig(base_model="x", output_dir=str(tmp_path), batch_size=0).validate()
+    with pytest.raises(ValueError, match="`dataloader_workers` must be >= 0, but got -1"):
+        TrainConfig(base_model="x", output_dir=str(tmp_path), dataloader_workers=-1).validate()
+    with pytest.raises(ValueError, match="`eval_precision` must be None, 'fp32', 'bf16' or 'fp16', but got 'int8'"):
+        TrainConfig(base_model="x", output_dir=str(tmp_path), eval_precision="int8").validate()
+
+
+def test_retrieval_collator_pads_one_batch_or_micro_batches_with_the_same_rows(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from haystack_crossrerank.training.retrieval import RetrievalCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"query": f"query {i}", "documents": ["a positive", "a negative", "another"]} for i in range(10)]
+    rows.append({"query": "a long one", "documents": ["positive text " * 60, "negative text " * 60]})
+    one = RetrievalCollator(tokenizer, 64, "listwise", micro_batches=False)(rows)
+    many = RetrievalCollator(tokenizer, 64, "listwise", micro_batches=True)(rows)
+    assert len(one["chunks"]) == 1 and len(many["chunks"]) > 1
+    # The same pairs and labels in the same (length) order: only the padding differs.
+    assert one["labels"].tolist() == many["labels"].tolist()
+    assert sorted(one["labels"].tolist()) == sorted(
+        [float(g), 1.0 if d == 0 else 0.0] for g, r in enumerate(rows) for d in range(len(r["documents"]))
+    )
+    width = one["chunks"][0]["input_ids"].shape[1]
+    stacked = [row for chunk in many["chunks"] for row in chunk["attention_mask"].sum(dim=1).tolist()]
+    assert one["chunks"][0]["attention_mask"].sum(dim=1).tolist() == stacked
+    assert width == max(stacked)
 
 
 def test_partition_minimises_padding_and_keeps_every_item() -> None:
