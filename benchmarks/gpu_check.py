@@ -189,22 +189,14 @@ def train_both(base: Path, carry: Path, out: Path) -> dict[str, Any]:
     return results
 
 
-def train_sentence_transformers(base: Path, carry: Path, out: Path) -> dict[str, Any]:
-    from sentence_transformers.cross_encoder import CrossEncoder
-    from sentence_transformers.cross_encoder.evaluation import CrossEncoderCorrelationEvaluator
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from sentence_transformers.cross_encoder.trainer import CrossEncoderTrainer
+def peer_args(output: Path, epochs: float, batch: int, eval_steps: int) -> Any:
+    """sentence-transformers' training arguments for our recipe (lr 5e-5, 10% warm-up, bf16, seed 42)."""
     from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 
-    from haystack_crossrerank.data.sts import load_sts
-
-    train, validation, test = (load_sts(s, carry) for s in ("train", "validation", "test"))
-    torch.manual_seed(42)
-    model = CrossEncoder(str(base), num_labels=1)
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(out / "st-checkpoints"),
-        num_train_epochs=4,
-        per_device_train_batch_size=64,
+    return CrossEncoderTrainingArguments(
+        output_dir=str(output),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch,
         learning_rate=5e-5,
         warmup_steps=0.1,
         seed=42,
@@ -212,11 +204,35 @@ def train_sentence_transformers(base: Path, carry: Path, out: Path) -> dict[str,
         use_cpu=SMOKE,
         max_steps=2 if SMOKE else -1,
         eval_strategy="steps",
-        eval_steps=1 if SMOKE else 80,
+        eval_steps=1 if SMOKE else eval_steps,
         save_strategy="no",
         logging_steps=10,
         report_to="none",
     )
+
+
+def peer_train(model: Any, args: Any, rows: Any, loss: Any, evaluator: Any) -> tuple[Any, float]:
+    """Train with sentence-transformers' trainer; returns the trainer and the seconds `train()` took."""
+    from sentence_transformers.cross_encoder.trainer import CrossEncoderTrainer
+
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=rows, loss=loss, evaluator=evaluator)
+    sync()
+    start = time.perf_counter()
+    trainer.train()
+    sync()
+    return trainer, time.perf_counter() - start
+
+
+def train_sentence_transformers(base: Path, carry: Path, out: Path) -> dict[str, Any]:
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderCorrelationEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from haystack_crossrerank.data.sts import load_sts
+
+    train, validation, test = (load_sts(s, carry) for s in ("train", "validation", "test"))
+    torch.manual_seed(42)
+    model = CrossEncoder(str(base), num_labels=1)
     from datasets import Dataset
 
     timed = timed_peer_evaluator(
@@ -224,18 +240,14 @@ def train_sentence_transformers(base: Path, carry: Path, out: Path) -> dict[str,
             sentence_pairs=[list(p) for p in validation.pairs], scores=validation.score, name="stsb-validation"
         )
     )
-    trainer = CrossEncoderTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train.to_rows()[: 128 if SMOKE else None]),
-        loss=BinaryCrossEntropyLoss(model),
-        evaluator=timed,
+    rows = train.to_rows()[: 128 if SMOKE else None]
+    trainer, seconds = peer_train(
+        model,
+        peer_args(out / "st-checkpoints", 4, 64, 80),
+        Dataset.from_list(rows),
+        BinaryCrossEntropyLoss(model),
+        timed,
     )
-    sync()
-    start = time.perf_counter()
-    trainer.train()
-    sync()
-    seconds = time.perf_counter() - start
     model.to(torch.float32)
     metrics: dict[str, Any] = {
         "train_seconds": seconds,
@@ -367,8 +379,6 @@ def st_retrieval_run(
     from sentence_transformers.cross_encoder import CrossEncoder
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.cross_encoder.trainer import CrossEncoderTrainer
-    from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 
     class HardNegativesOnly(MultipleNegativesRankingLoss):  # type: ignore[misc]
         """Softmax cross-entropy over the positive and the mined negatives only: our listwise loss."""
@@ -401,33 +411,9 @@ def st_retrieval_run(
             samples=samples, at_k=10, always_rerank_positives=False, name="retrieval-validation", batch_size=64
         )
     )
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(out / "st-retrieval"),
-        num_train_epochs=preset["epochs"],
-        per_device_train_batch_size=preset["batch_size"],
-        learning_rate=5e-5,
-        warmup_steps=0.1,
-        seed=42,
-        bf16=not SMOKE,
-        use_cpu=SMOKE,
-        eval_strategy="steps",
-        eval_steps=2 if SMOKE else preset["eval_steps"],
-        save_strategy="no",
-        logging_steps=10,
-        report_to="none",
-    )
-    trainer = CrossEncoderTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        loss=HardNegativesOnly(model, scale=1.0, activation_fn=None),
-        evaluator=timed,
-    )
-    sync()
-    start = time.perf_counter()
-    trainer.train()
-    sync()
-    seconds = time.perf_counter() - start
+    args = peer_args(out / "st-retrieval", preset["epochs"], preset["batch_size"], preset["eval_steps"])
+    loss = HardNegativesOnly(model, scale=1, activation_fn=None)
+    trainer, seconds = peer_train(model, args, Dataset.from_list(rows), loss, timed)
     row = {
         "train_seconds": seconds,
         "eval_seconds_in_training": timed.seconds,
