@@ -65,6 +65,7 @@ class Timed:
         self.evaluator = evaluator
         self.seconds = 0.0
         self.calls = 0
+        self.durations: list[float] = []
 
     @property
     def primary_metric_name(self) -> str:
@@ -78,7 +79,8 @@ class Timed:
         start = time.perf_counter()
         result = self.evaluator(*args, **kwargs)
         sync()
-        self.seconds += time.perf_counter() - start
+        self.durations.append(time.perf_counter() - start)
+        self.seconds += self.durations[-1]
         self.calls += 1
         return result
 
@@ -137,7 +139,7 @@ def our_sts_run(base: Path, carry: Path, out: Path, name: str, **settings: Any) 
         sts_module.STSEvaluator.from_data = original  # type: ignore[method-assign]
     validation = timed[0]
     # The validation evaluator runs every `eval_steps` inside train() and once more after it.
-    in_training = validation.seconds * (validation.calls - 1) / max(validation.calls, 1)
+    in_training = sum(validation.durations[:-1])
     row = {
         "train_seconds": result.train_seconds,
         "eval_seconds_in_training": in_training,
@@ -270,8 +272,7 @@ class DeviceRerankEvaluator:
     def __init__(self, validation: dict[str, Any], max_length: int) -> None:
         self.validation = validation
         self.max_length = max_length
-        self.seconds = 0.0
-        self.calls = 0
+        self.durations: list[float] = []
 
     @property
     def primary_metric_name(self) -> str:
@@ -293,8 +294,7 @@ class DeviceRerankEvaluator:
             per_query.setdefault(q, []).append((doc_id, score))
         rankings = {q: [d for d, _ in sorted(v, key=lambda x: -x[1])] for q, v in per_query.items()}
         metrics = evaluate_rankings({q: item["qrels"] for q, item in self.validation.items()}, rankings)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
+        self.durations.append(time.perf_counter() - start)
         return {"retrieval-validation_ndcg@10": metrics["ndcg@10"], "retrieval-validation_mrr@10": metrics["mrr@10"]}
 
 
@@ -358,13 +358,13 @@ def our_retrieval_run(
         final_precision="auto",
     )
     wall = time.perf_counter() - start
-    per_call = evaluator.seconds / max(evaluator.calls, 1)
+    in_training = sum(evaluator.durations[:-1])  # the last pass is the final evaluation, after train()
     history = [e for e in result.log if "eval_retrieval-validation_ndcg@10" in e]
     return {
         "train_seconds": result.train_seconds,
-        "eval_seconds_in_training": evaluator.seconds - per_call,
-        "step_seconds": result.train_seconds - (evaluator.seconds - per_call),
-        "eval_calls_in_training": evaluator.calls - 1,
+        "eval_seconds_in_training": in_training,
+        "step_seconds": result.train_seconds - in_training,
+        "eval_calls_in_training": len(evaluator.durations) - 1,
         "wall_seconds": wall,
         "steps": result.steps,
         "validation_history": [(e.get("step"), e["eval_retrieval-validation_ndcg@10"]) for e in history],

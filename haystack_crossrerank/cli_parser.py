@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataloader-workers",
         type=int,
         default=None,
-        help="processes that tokenize batches beside the loop (default 0; 2 measured 23%% faster on an H200)",
+        help="processes that tokenize batches beside the loop (default 0; see the README's Training section)",
     )
     train.add_argument(
         "--eval-precision",

@@ -57,6 +57,11 @@ CPU_BATCH_SIZE = 32
 ACCELERATOR_BATCH_SIZE = 128
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Pairs per forward pass when none is asked for: see :data:`CPU_BATCH_SIZE`."""
+    return CPU_BATCH_SIZE if device.type == "cpu" else ACCELERATOR_BATCH_SIZE
+
+
 class CrossEncoderScorer:
     """
     Scores (query, text) pairs with a sequence-classification cross-encoder that has one output.
@@ -358,7 +363,7 @@ class CrossEncoderScorer:
 
         self.activation = _activation_from_config(config, self.model_name)
         if self.requested_batch_size is None:
-            self.batch_size = CPU_BATCH_SIZE if device.type == "cpu" else ACCELERATOR_BATCH_SIZE
+            self.batch_size = default_batch_size(device)
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision

@@ -293,6 +293,14 @@ def test_batch_size_defaults_to_32_on_the_cpu_and_can_be_set(tiny_model: Path) -
     assert chosen.batch_size == 5
 
 
+def test_default_batch_size_is_larger_on_an_accelerator() -> None:
+    from haystack_crossrerank.scoring import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == 32
+    assert default_batch_size(torch.device("cuda", 0)) == 128
+    assert default_batch_size(torch.device("mps")) == 128
+
+
 def test_padding_matches_the_tokenizer(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -173,14 +173,25 @@ class PairCollator:
         self.max_length = max_length
         self.swap_pairs = swap_pairs
         self.micro_batches = (not torch.cuda.is_available()) if micro_batches is None else micro_batches
+        self.seed = seed
         self.random = random.Random(seed)
+        self._worker: int | None = None
+
+    def _rng(self) -> random.Random:
+        """The swap draws: with dataloader workers, each worker its own stream (copies would repeat one)."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker != info.id:
+            self._worker = info.id
+            self.random = random.Random(f"{self.seed}-worker-{info.id}")
+        return self.random
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         first = [r["sentence1"] for r in rows]
         second = [r["sentence2"] for r in rows]
         if self.swap_pairs:
+            draws = self._rng()
             for i in range(len(rows)):
-                if self.random.random() < 0.5:
+                if draws.random() < 0.5:
                     first[i], second[i] = second[i], first[i]
         labels = [float(r["score"]) for r in rows]
         if not self.micro_batches:
