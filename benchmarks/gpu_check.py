@@ -16,8 +16,16 @@
    with that ranker's default batch size 16, and with 32): pairs/s, ms/query p50/p95, and the rankings,
    written to `$OUT` (the GPU machine has no qrels; score the rankings against SciFact's qrels off the device
    with `haystack_crossrerank.evaluation.retrieval.evaluate_rankings`).
+4. Where the onnxruntime on the machine has the CUDA provider (carry `onnxruntime-gpu`, cut into parts like
+   the weights below if it is too large for one call): the scorer's `backend="onnx"` on CUDA, pairs/s and
+   Spearman against torch fp32 on the same pairs.
 
     python benchmarks/gpu_check.py --carry .devcarry --out "$OUT"
+
+A base whose weights were cut into parts (`prepare_gpu_carry.py --split-mib`, e.g. MPNet) is joined from the
+folder given by `--parts`, and refused unless the join has the recorded sha256:
+
+    python benchmarks/gpu_check.py --carry .devcarry-mpnet --parts /tmp/devparts --out "$OUT" --skip-retrieval
 """
 
 from __future__ import annotations
@@ -46,13 +54,35 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def restore_fp32_base(carry: Path, target: Path) -> Path:
-    """The carried base has fp16 weights (for the transfer limit); train from an fp32 copy of them."""
+def restore_fp32_base(carry: Path, target: Path, parts: Path | None = None) -> Path:
+    """The carried base has fp16 weights (for the transfer limit); train from an fp32 copy of them.
+
+    Weights cut into parts (`prepare_gpu_carry.py --split-mib`) are joined from `parts` first, and the join
+    must have the size and sha256 recorded in `base/weights.json`.
+    """
+    import hashlib
     import shutil
 
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(carry / "base", target)
+    record_path = target / "weights.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if parts is None:
+            raise ValueError(f"{carry / 'base'} holds weights cut into {len(record['parts'])} parts: pass --parts")
+        missing = [name for name in record["parts"] if not (parts / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"weight parts missing from {parts}: {missing} (was the machine kept warm?)")
+        digest = hashlib.sha256()
+        with (target / record["file"]).open("wb") as joined:
+            for name in record["parts"]:
+                chunk = (parts / name).read_bytes()
+                digest.update(chunk)
+                joined.write(chunk)
+        if digest.hexdigest() != record["sha256"]:
+            raise ValueError(f"joined weights have sha256 {digest.hexdigest()}, expected {record['sha256']}")
+        log(f"joined {len(record['parts'])} weight parts ({record['size'] / 2**20:.0f} MiB), sha256 verified")
     weights = {k: v.to(torch.float32) for k, v in load_file(str(target / "model.safetensors")).items()}
     save_file(weights, str(target / "model.safetensors"))
     return target
@@ -569,6 +599,11 @@ def onnx_cuda(model_dir: Path, carry: Path) -> dict[str, Any]:
     """ONNX Runtime's CUDA provider on the rerank workload, where the installed onnxruntime has it."""
     import onnxruntime
 
+    if hasattr(onnxruntime, "preload_dlls"):  # onnxruntime-gpu: load CUDA and cuDNN from the nvidia-* packages
+        try:
+            onnxruntime.preload_dlls()
+        except Exception as error:
+            log(f"onnxruntime.preload_dlls: {error!r}")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         return {
             "skipped": f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider here "
@@ -580,11 +615,23 @@ def onnx_cuda(model_dir: Path, carry: Path) -> dict[str, Any]:
     pairs = [
         (payload["queries"][q], f"{d['title']}\n{d['text']}") for q, docs in payload["candidates"].items() for d in docs
     ]
+    start = time.perf_counter()
     scorer = CrossEncoderScorer(model_dir, device=DEVICE, backend="onnx", batch_size=64)
     scorer.score(pairs[:500])
+    first = time.perf_counter() - start  # export, session and the first 500 pairs
+    providers = scorer.model._session.get_providers()  # the session in use, after any fallback
+    if "CUDAExecutionProvider" not in providers:
+        return {"error": f"the session fell back to {providers}"}
     start = time.perf_counter()
-    scorer.score(pairs)
-    return {"pairs_per_s": len(pairs) / (time.perf_counter() - start)}
+    scores = scorer.score(pairs)
+    seconds = time.perf_counter() - start
+    exact = CrossEncoderScorer(model_dir, device=DEVICE, precision="fp32", batch_size=64).score(pairs[:1000])
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "pairs_per_s": len(pairs) / seconds,
+        "export_and_first_500_s": first,
+        "spearman_vs_torch_fp32": spearman(list(scores[:1000]), list(exact)),
+    }
 
 
 def main() -> None:
@@ -597,6 +644,7 @@ def main() -> None:
     parser.add_argument("--only-ours", action="store_true", help="STS: our trainer once, no peer, no variant")
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, to check the script")
+    parser.add_argument("--parts", default=None, help="folder of the weight parts, when the base was cut")
     args = parser.parse_args()
     global DEVICE, SMOKE, ONLY_OURS
     ONLY_OURS = args.only_ours
@@ -633,7 +681,12 @@ def main() -> None:
 
     phase("probe", probe, carry)
     work = Path(tempfile.mkdtemp())
-    base = restore_fp32_base(carry, work / "base")
+    try:
+        base = restore_fp32_base(carry, work / "base", Path(args.parts) if args.parts else None)
+    except (OSError, ValueError) as error:
+        report["base"] = {"error": repr(error)}
+        save()
+        raise SystemExit(f"no base model: {error}") from error
     model_dir = base
     if not args.skip_training:
         phase("training", train_both, base, carry, work)
