@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from haystack_crossrerank.hardware import PRECISIONS, TRAINING_PRECISIONS
-from haystack_crossrerank.offline import OFFLINE_BASES
+from haystack_crossrerank.offline import BUILD_RECIPES, OFFLINE_BASES
 from haystack_crossrerank.paths import DATA_DIR_ENV
 
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-depth",
         type=int,
         default=None,
-        help="retrieval: BM25 candidates per validation query (default: shipped)",
+        help="retrieval: BM25 candidates per validation query (default: 30)",
     )
     train.add_argument(
         "--mix",
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(OFFLINE_BASES),
         default="minilm",
         help="; ".join(f"{b.name}: {b.description}" for b in OFFLINE_BASES.values()),
+    )
+    build.add_argument(
+        "--recipe",
+        choices=sorted(BUILD_RECIPES),
+        default=None,
+        help="default: swap-b16 for minilm, seed for mpnet; "
+        + "; ".join(f"{r.name}: {r.description}" for r in BUILD_RECIPES.values()),
     )
     build.add_argument("--data-dir")
     build.add_argument("--force", action="store_true")

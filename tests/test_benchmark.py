@@ -201,12 +201,17 @@ def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path
 
 
 def test_bench_fusion_flags_reach_the_checked_pipeline(tmp_path: Path, tiny_model: Path) -> None:
+    import json
+
+    from haystack_crossrerank.pipelines import PIPELINES_DIR
+
     data = write_corpus(tmp_path / "toy")
+    shipped_mode = json.loads((PIPELINES_DIR / "tuning.json").read_text())["first_stages"]["bm25"]["choice"]["passages"]
     options = BenchOptions(
         data_dir=str(data),
         depth=4,
         models=[str(tiny_model)],
-        passages=["windows"],  # the shipped BM25 mode, so the shipped pipeline is checked against this run
+        passages=[shipped_mode],  # the shipped BM25 mode, so the shipped pipeline is checked against this run
         fusion="rrf",
         fusion_weight=0.9,
         peer=False,

@@ -81,10 +81,46 @@ def test_missing_mpnet_wheels_name_the_extra(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_built_models_live_under_crossrerank_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path))
-    assert built_model_dir("minilm") == tmp_path / "models" / "minilm-l6-stsb"
+    assert built_model_dir("minilm") == tmp_path / "models" / "minilm-l6-stsb-swap-b16"
+    assert built_model_dir("minilm", "seed") == tmp_path / "models" / "minilm-l6-stsb"
     assert built_model_dir("mpnet") == tmp_path / "models" / "mpnet-stsb"
+    assert built_model_dir("mpnet", "swap-b16") == tmp_path / "models" / "mpnet-stsb-swap-b16"
     with pytest.raises(ValueError, match=r"the offline base must be one of \['minilm', 'mpnet'\], but got 'bert'"):
         offline_base("bert")
+    with pytest.raises(ValueError, match=r"the build recipe must be one of \['seed', 'swap-b16'\], but got 'fast'"):
+        built_model_dir("minilm", "fast")
+
+
+@pytest.mark.parametrize(
+    ("base", "recipe", "expected"),
+    [
+        ("minilm", None, ("minilm-l6-stsb-swap-b16", 16, True, True)),
+        ("minilm", "seed", ("minilm-l6-stsb", 64, False, False)),
+        ("mpnet", None, ("mpnet-stsb", 64, False, False)),
+    ],
+)
+def test_build_model_trains_the_recipe_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str, recipe: str | None, expected: tuple
+) -> None:
+    from haystack_crossrerank import training
+
+    monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path))
+    monkeypatch.setattr(offline, "offline_base_model", lambda name: f"/bases/{name}")
+    calls = []
+    monkeypatch.setattr(training, "train_sts", lambda config, **kwargs: calls.append((config, kwargs)))
+    output = offline.build_default_model(base=base, recipe=recipe, data_dir=str(tmp_path))
+    ((config, kwargs),) = calls
+    folder, batch, swap, symmetric = expected
+    assert output == tmp_path / "models" / folder
+    assert (config.output_dir, config.base_model) == (str(output), f"/bases/{base}")
+    assert (config.batch_size, config.swap_pairs, kwargs["symmetric_eval"]) == (batch, swap, symmetric)
+    # the rest of the seed recipe is unchanged
+    assert (config.epochs, config.learning_rate, config.warmup_ratio, config.seed) == (4, 5e-5, 0.1, 42)
+    # an existing model is reused, not rebuilt
+    output.mkdir(parents=True)
+    (output / "config.json").write_text("{}")
+    assert offline.build_default_model(base=base, recipe=recipe, data_dir=str(tmp_path)) == output
+    assert len(calls) == 1
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from haystack_crossrerank.pipelines import PIPELINES_DIR
 from haystack_crossrerank.rerank_run import RerankRunOptions, read_run, rerank_run
 from tests.conftest import WORDS
 
@@ -59,7 +60,8 @@ def test_one_process_reranks_as_the_component_does(beir: dict[str, Path], tiny_m
     written = read_run(tmp_path / "out.trec")
     corpus, queries, run = read_corpus(beir["folder"]), read_queries(beir["folder"]), read_run(beir["run"])
     ranker = build_ranker(options)
-    assert ranker.fusion == "minmax" and ranker.passages == "windows", "the shipped pipeline's ranker settings"
+    shipped = json.loads((PIPELINES_DIR / "tuning.json").read_text())["first_stages"]["bm25"]["choice"]
+    assert (ranker.fusion, ranker.passages) == (shipped["fusion"], shipped["passages"]), "the shipped settings"
     for qid in ("q0", "q7"):
         docs = [
             Document(id=d, content=corpus[d]["text"], meta={"title": corpus[d]["title"]}, score=s) for d, s in run[qid]

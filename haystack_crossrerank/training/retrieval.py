@@ -45,8 +45,8 @@ class RetrievalOptions:
     :param mine_depth: BM25 candidates mined per query.
     :param skip_top: Non-positive candidates at the top of each query's list that are never used as negatives.
     :param validation_queries: Training queries held out for validation.
-    :param eval_depth: BM25 candidates reranked per validation query (`None`: the depth `bm25_rerank.yaml`
-        ships with).
+    :param eval_depth: BM25 candidates reranked per validation query (30: the depth of `bm25_rerank.yaml`
+        when the recipe was chosen and measured).
     :param max_length: Tokens per (query, document) pair in training and validation.
     :param train_limit: Use only the first N training queries (quick runs, tests).
     :param eval_test: Rerank the test queries' BM25 top-100 once at the end, for the card.
@@ -62,7 +62,7 @@ class RetrievalOptions:
     mine_depth: int = 100
     skip_top: int = 3
     validation_queries: int = 100
-    eval_depth: int | None = None
+    eval_depth: int = 30
     max_length: int = 192
     train_limit: int | None = None
     eval_test: bool = False
@@ -112,10 +112,6 @@ def train_retrieval(config: TrainConfig, options: RetrievalOptions) -> TrainResu
     if options.train_limit is not None:
         train_ids = train_ids[: options.train_limit]
     eval_depth = options.eval_depth
-    if eval_depth is None:
-        from haystack_crossrerank.first_stage import first_stage, shipped_depth
-
-        eval_depth = shipped_depth(first_stage("bm25"))
     examples, stats = mine_examples(data, train_ids, options, config.seed)
     validation_candidates = bm25_candidates_for(data, validation_ids, eval_depth)
     mixed, mix_stats = mix_examples(options, len(examples), config.seed)
