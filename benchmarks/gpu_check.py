@@ -70,7 +70,10 @@ def restore_fp32_base(carry: Path, target: Path, parts: Path | None = None) -> P
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if parts is None:
-            raise ValueError(f"{carry / 'base'} holds weights cut into {len(record['parts'])} parts: pass --parts")
+            raise ValueError(
+                f"--parts must name the folder holding the {len(record['parts'])} weight parts of {carry / 'base'}, "
+                "but got none"
+            )
         missing = [name for name in record["parts"] if not (parts / name).is_file()]
         if missing:
             raise FileNotFoundError(f"weight parts missing from {parts}: {missing} (was the machine kept warm?)")
@@ -80,8 +83,12 @@ def restore_fp32_base(carry: Path, target: Path, parts: Path | None = None) -> P
                 chunk = (parts / name).read_bytes()
                 digest.update(chunk)
                 joined.write(chunk)
-        if digest.hexdigest() != record["sha256"]:
-            raise ValueError(f"joined weights have sha256 {digest.hexdigest()}, expected {record['sha256']}")
+        size = (target / record["file"]).stat().st_size
+        if size != record["size"] or digest.hexdigest() != record["sha256"]:
+            raise ValueError(
+                f"the joined weights must have {record['size']} bytes and sha256 {record['sha256']}, "
+                f"but have {size} bytes and sha256 {digest.hexdigest()}"
+            )
         log(f"joined {len(record['parts'])} weight parts ({record['size'] / 2**20:.0f} MiB), sha256 verified")
     weights = {k: v.to(torch.float32) for k, v in load_file(str(target / "model.safetensors")).items()}
     save_file(weights, str(target / "model.safetensors"))

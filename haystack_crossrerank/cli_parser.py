@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=["sts", "retrieval"], default="sts")
     train.add_argument(
         "--base-model",
-        help="hub id or folder (default: sts: the offline all-MiniLM-L6-v2; retrieval: the built STS-B model)",
+        help="hub id or folder (default: sts: the offline all-MiniLM-L6-v2; retrieval: the seed-recipe STS-B model "
+        "built from --base, e.g. minilm-l6-stsb, built if absent)",
     )
     train.add_argument(
         "--base",
@@ -117,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=sorted(BUILD_RECIPES),
         default=None,
-        help="default: swap-b16 for minilm, seed for mpnet; "
+        help="default: "
+        + ", ".join(f"{b.recipe} for {b.name}" for b in OFFLINE_BASES.values())
+        + "; "
         + "; ".join(f"{r.name}: {r.description}" for r in BUILD_RECIPES.values()),
     )
     build.add_argument("--data-dir")

@@ -145,6 +145,7 @@ def built_model_dir(name: str = "minilm", recipe: str | None = None) -> Path:
         for MPNet).
     :returns: `<home>/models/<folder>`: `minilm-l6-stsb-swap-b16` for the default model, `minilm-l6-stsb`
         for MiniLM with the seed recipe, `mpnet-stsb` for MPNet.
+    :raises ValueError: For an unknown base or recipe.
     """
     base = offline_base(name)
     chosen = build_recipe(recipe or base.recipe)
@@ -158,12 +159,13 @@ def build_default_model(
     """
     Build a cross-encoder from an offline base on STS-B, into the cache, unless it is there already.
 
-    :param base: `"minilm"` (about 11 minutes on a 2-core CPU with its default recipe, 6 with the seed
+    :param base: `"minilm"` (about 11 minutes on a 2-core CPU with its default recipe, 9 with the seed
         recipe) or `"mpnet"` (about 33 minutes).
     :param recipe: One of :data:`BUILD_RECIPES`; `None` for the base's default.
     :param data_dir: The folder holding `stsb/` (default: see :func:`haystack_crossrerank.paths.data_dir`).
     :param force: Rebuild even if it exists.
     :returns: The model folder.
+    :raises ValueError: For an unknown base or recipe.
     """
     from haystack_crossrerank.training import TrainConfig, train_sts
 

@@ -185,11 +185,11 @@ def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path
     data = write_corpus(tmp_path / "toy")
     out = tmp_path / "bench.json"
     argv = ["bench", "--data-dir", str(data), "--model", str(tiny_model), "--depth", "3", "--no-peer"]
-    argv += ["--passages", "sentences", "--set", "aggregation=first", "--set", "max_passages=null", "--json", str(out)]
+    argv += ["--passages", "sentences", "--set", "aggregation=first", "--set", "max_passages=2", "--json", str(out)]
     assert main([*argv, "--precision", "fp32"]) == 0
     written = json.loads(out.read_text())
     shipped = written["settings"]["shipped_ranker"]
-    assert (shipped["aggregation"], shipped["max_passages"]) == ("first", None)
+    assert (shipped["aggregation"], shipped["max_passages"]) == ("first", 2)  # the YAML ships max_first, null
     row = next(r for r in written["rows"] if r["row"].startswith("+ CrossEncoderRanker"))
     # each toy document is a title and one sentence: two pairs per candidate
     from haystack_crossrerank.first_stage import bm25_candidates
