@@ -59,6 +59,13 @@ def restore_fp32_base(carry: Path, target: Path, parts: Path | None = None) -> P
 
     Weights cut into parts (`prepare_gpu_carry.py --split-mib`) are joined from `parts` first, and the join
     must have the size and sha256 recorded in `base/weights.json`.
+
+    :param carry: The carried folder holding `base/`.
+    :param target: Where the fp32 copy of the base is written.
+    :param parts: The folder holding the weight parts, when the base was cut.
+    :returns: `target`.
+    :raises ValueError: If the base was cut and `parts` is missing, or the join has another size or sha256.
+    :raises FileNotFoundError: If a part is missing from `parts`.
     """
     import hashlib
     import shutil

@@ -75,7 +75,13 @@ def main() -> None:
 
 
 def split_weights(base: Path, parts_dir: Path, part_bytes: int) -> None:
-    """Move `base/model.safetensors` into parts of at most `part_bytes`; record size and sha256 for the join."""
+    """
+    Move `base/model.safetensors` into parts of at most `part_bytes`; record size and sha256 for the join.
+
+    :param base: The carried base folder; its weights file is replaced by `weights.json`.
+    :param parts_dir: Where the parts go, one folder per part (`1/`, `2/`, ...), each carried by its own call.
+    :param part_bytes: The most bytes in one part.
+    """
     import hashlib
 
     weights = base / "model.safetensors"
