@@ -275,7 +275,7 @@ def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
     calibration, held = beir_calibration_pairs(data_dir, dataset=args.dataset, count=args.pairs, seed=args.seed)
     scorer = CrossEncoderScorer(model, backend=args.backend, precision="fp32", device="cpu")
     report = scorer.calibrate_int8(calibration, held)
-    summary: dict[str, Any] = {"model": model, "export": str(scorer.onnx_folder), **asdict(report)}
+    summary: dict[str, Any] = {"model": model, "export": str(scorer.export_folder), **asdict(report)}
     title = f"int8 calibration, {args.backend} ({args.dataset} train; gate: Spearman >= {INT8_MIN_SPEARMAN})"
     _print_metrics(title, summary)
     if not report.passed:

@@ -137,7 +137,7 @@ class CrossEncoderScorer:
         self.model_kwargs = dict(model_kwargs or {})
         self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
         self.backend = backend
-        self.onnx_folder: Path | None = None
+        self.export_folder: Path | None = None
         self.int8_report: Int8Report | None = None
         self.model: Any = None
         self.tokenizer: Any = None
@@ -239,12 +239,12 @@ class CrossEncoderScorer:
             ).items()
             if key in ("input_ids", "attention_mask", "token_type_ids")
         }
-        export = exported.export_onnx(load_weights, folder, example=example)
+        export = exported.export_model(load_weights, folder, backend=self.backend, example=example)
         precision = exported.resolve_backend_precision(self.backend, self.requested_precision)
-        path = export / "model.onnx"
+        path = exported.model_file(export, self.backend)
         if precision == "int8":
             path, precision, self.int8_report = exported.int8_model(export, self.backend, self.model_name)
-        self.onnx_folder = export
+        self.export_folder = export
         session = exported.RuntimeSession(self.backend, path, precision=precision, device_type=device.type)
         self._attach(session, config, tokenizer, device, precision)
 
@@ -256,7 +256,7 @@ class CrossEncoderScorer:
         batch_size: int = 16,
     ) -> Int8Report:
         """
-        Make the calibrated int8 copy of this ONNX model, keep it only if it passes the gate, and use it if so.
+        Make the calibrated int8 copy of this exported model, keep it only if it passes the gate, and use it if so.
 
         :param calibration_pairs: In-domain (query, text) pairs whose activations set the int8 scales (256 by
             default in `crossrerank quantize`).
@@ -280,11 +280,11 @@ class CrossEncoderScorer:
                 f"{len(held_pairs)}"
             )
         self.load()
-        assert self.onnx_folder is not None
+        assert self.export_folder is not None
         calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
         held = list(self._batches(held_pairs, self.batch_size, self.max_length))
         report = exported.calibrate_int8(
-            self.onnx_folder,
+            self.export_folder,
             self.backend,
             calibration,
             held,
@@ -292,7 +292,7 @@ class CrossEncoderScorer:
         )
         self.int8_report = report
         if report.passed and self.requested_precision == "int8":
-            path = exported.int8_path(self.onnx_folder, self.backend)
+            path = exported.int8_path(self.export_folder, self.backend)
             self.model = exported.RuntimeSession(self.backend, path, precision="int8")
             self.precision = "int8"
         return report

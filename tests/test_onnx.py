@@ -45,20 +45,23 @@ def random_pairs(count: int, seed: int) -> list[tuple[str, str]]:
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test exports into its own cache, so that no test sees another's export."""
     monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "onnx"
+    return tmp_path / "home" / "exported"
 
 
 @pytest.fixture
 def export_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Records each real export (the cache is reused when this stays empty)."""
+    """Records each real export, ONNX or OpenVINO (the cache is reused when this stays empty)."""
     calls: list[Path] = []
-    real = export._export_to
 
-    def counting(model, example, path):  # type: ignore[no-untyped-def]
-        calls.append(path)
-        return real(model, example, path)
+    def counting(real):  # type: ignore[no-untyped-def]
+        def run(model, example, path):  # type: ignore[no-untyped-def]
+            calls.append(path)
+            return real(model, example, path)
 
-    monkeypatch.setattr(export, "_export_to", counting)
+        return run
+
+    monkeypatch.setattr(export, "_export_to", counting(export._export_to))
+    monkeypatch.setattr(export, "_convert_openvino", counting(export._convert_openvino))
     return calls
 
 
@@ -71,48 +74,76 @@ def test_exported_scores_match_torch_fp32(tiny_model: Path, cache_home: Path, ba
     assert np.max(np.abs(np.array(onnx_scores) - np.array(torch_scores))) < 1e-3
     # Different scores per pair, so the comparison means something.
     assert len({round(s, 3) for s in torch_scores}) >= 5
-    assert scorer.onnx_folder is not None and scorer.onnx_folder.parent == cache_home
-    manifest = json.loads((scorer.onnx_folder / "manifest.json").read_text())
+    assert scorer.export_folder is not None and scorer.export_folder.parent == cache_home
+    manifest = json.loads((scorer.export_folder / "manifest.json").read_text())
     assert manifest["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
+    assert sorted(manifest["sha256"]) == sorted(exported.EXPORT_FILES[backend])
 
 
-def test_export_is_reused_then_redone_for_a_changed_model(tmp_path: Path, cache_home: Path, export_calls: list) -> None:
+def test_openvino_keeps_attention_as_one_fused_operation(tiny_model: Path, cache_home: Path) -> None:
+    import openvino
+
+    scorer = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    scorer.load()
+    assert scorer.export_folder is not None
+    graph = openvino.Core().read_model(str(exported.model_file(scorer.export_folder, "openvino")))
+    kinds = [op.get_type_name() for op in graph.get_ops()]
+    assert kinds.count("ScaledDotProductAttention") == 2  # the tiny model's two layers
+    assert "Softmax" not in kinds and int8.openvino_activation_matmuls(graph) == []
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_export_is_reused_then_redone_for_a_changed_model(
+    tmp_path: Path, cache_home: Path, export_calls: list, backend: str
+) -> None:
+    other = "onnx" if backend == "openvino" else "openvino"
     model = build_tiny_cross_encoder(tmp_path / "model", seed=1)
-    both = CrossEncoderScorer(model, backend="openvino", precision="fp32")
-    both.score(PAIRS[:2])
-    first = CrossEncoderScorer(model, backend="onnx")
+    first = CrossEncoderScorer(model, backend=backend, precision="fp32")
     first.score(PAIRS[:2])
-    second = CrossEncoderScorer(model, backend="onnx")
+    second = CrossEncoderScorer(model, backend=backend, precision="fp32")
     second.score(PAIRS[:2])
-    assert len(export_calls) == 1, "one export serves both runtimes, and is reused"
-    assert second.onnx_folder == first.onnx_folder == both.onnx_folder
+    assert len(export_calls) == 1, "the export is reused"
+    assert second.export_folder == first.export_folder
+    beside = CrossEncoderScorer(model, backend=other, precision="fp32")
+    beside.score(PAIRS[:2])
+    assert len(export_calls) == 2, "each backend has its own export"
+    assert beside.export_folder != first.export_folder
 
     build_tiny_cross_encoder(model, seed=2)  # new weights in the same folder
-    changed = CrossEncoderScorer(model, backend="onnx")
+    changed = CrossEncoderScorer(model, backend=backend, precision="fp32")
     changed_scores = changed.score(PAIRS)
-    assert len(export_calls) == 2
-    assert changed.onnx_folder != first.onnx_folder
+    assert len(export_calls) == 3
+    assert changed.export_folder != first.export_folder
     expected = CrossEncoderScorer(model, precision="fp32").score(PAIRS)
     assert np.max(np.abs(np.array(changed_scores) - np.array(expected))) < 1e-3
 
 
-@pytest.mark.parametrize("damage", ["truncate", "no_manifest", "bad_manifest"])
+@pytest.mark.parametrize(
+    ("backend", "damage"),
+    [("onnx", "truncate"), ("onnx", "no_manifest"), ("onnx", "bad_manifest"), ("openvino", "truncate")],
+)
 def test_a_damaged_export_is_rebuilt_with_a_warning(
-    tiny_model: Path, cache_home: Path, export_calls: list, caplog: pytest.LogCaptureFixture, damage: str
+    tiny_model: Path,
+    cache_home: Path,
+    export_calls: list,
+    caplog: pytest.LogCaptureFixture,
+    backend: str,
+    damage: str,
 ) -> None:
-    first = CrossEncoderScorer(tiny_model, backend="onnx")
+    first = CrossEncoderScorer(tiny_model, backend=backend, precision="fp32")
     expected = first.score(PAIRS)
-    folder = first.onnx_folder
+    folder = first.export_folder
     assert folder is not None
-    if damage == "truncate":
-        data = (folder / "model.onnx").read_bytes()
-        (folder / "model.onnx").write_bytes(data[: len(data) // 2])
+    if damage == "truncate":  # the weights: OpenVINO's .bin, or the ONNX file itself
+        damaged = folder / exported.EXPORT_FILES[backend][-1]
+        data = damaged.read_bytes()
+        damaged.write_bytes(data[: len(data) // 2])
     elif damage == "no_manifest":
         (folder / "manifest.json").unlink()
     else:
         (folder / "manifest.json").write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.exported.export"):
-        again = CrossEncoderScorer(tiny_model, backend="onnx")
+        again = CrossEncoderScorer(tiny_model, backend=backend, precision="fp32")
         scores = again.score(PAIRS)
     assert len(export_calls) == 2
     assert "damaged" in caplog.text and str(folder) in caplog.text
@@ -134,8 +165,21 @@ def test_int8_calibration_passes_and_is_used(tiny_model: Path, cache_home: Path,
     assert report.passed and report.spearman >= exported.INT8_MIN_SPEARMAN
     assert report.calibration_pairs == 64 and report.held_pairs == 64
     assert exact.precision == "fp32", "a scorer asked for fp32 keeps scoring in fp32"
-    # The attention MatMuls between activations stay in floating point; the weight MatMuls are quantized.
-    assert len(exported.activation_matmuls(exact.onnx_folder / "model.onnx")) == 4  # type: ignore[operator]
+    # Attention stays in floating point (ONNX: its 4 MatMuls between activations; OpenVINO: the fused
+    # operations, fed by no FakeQuantize), while the MatMuls with weights are quantized.
+    assert exact.export_folder is not None
+    if backend == "onnx":
+        assert len(exported.activation_matmuls(exported.model_file(exact.export_folder, "onnx"))) == 4
+    else:
+        import openvino
+
+        graph = openvino.Core().read_model(str(exported.int8_path(exact.export_folder, "openvino")))
+        fake_quantized = {op.get_friendly_name() for op in graph.get_ops() if op.get_type_name() == "FakeQuantize"}
+        attention = [op for op in graph.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+        assert len(fake_quantized) >= 8 and len(attention) == 2  # inputs of Q/K/V, output, FFN in and out, a layer
+        for op in attention:
+            sources = {port.get_node().get_friendly_name() for port in op.input_values()}
+            assert not sources & fake_quantized
 
     quantized = CrossEncoderScorer(tiny_model, backend=backend, precision="int8")
     int8_scores = quantized.score(PAIRS)
@@ -154,7 +198,7 @@ def test_int8_gate_refuses_and_falls_back_to_fp32(
     monkeypatch.setattr(int8, "INT8_MIN_SPEARMAN", 1.5)
     report = exact.calibrate_int8(PAIRS[:6], PAIRS[6:12])
     assert not report.passed
-    assert not exported.int8_path(exact.onnx_folder, "onnx").exists()  # type: ignore[arg-type]
+    assert not exported.int8_path(exact.export_folder, "onnx").exists()  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.exported.int8"):
         fallback = CrossEncoderScorer(tiny_model, backend="onnx", precision="int8")
         scores = fallback.score(PAIRS)
@@ -239,7 +283,7 @@ def test_openvino_auto_precision_follows_the_cpu(tiny_model: Path, cache_home: P
     assert onnx_scorer.precision == "fp32"
 
 
-def test_both_backends_keep_their_own_int8_model_in_one_export(tiny_model: Path, cache_home: Path) -> None:
+def test_both_backends_keep_their_own_int8_model(tiny_model: Path, cache_home: Path) -> None:
     calibration, held = random_pairs(64, seed=0), random_pairs(64, seed=1)
     for backend in EXPORTED:  # the second calibration must not remove the first one's files
         assert (

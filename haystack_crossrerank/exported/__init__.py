@@ -1,11 +1,18 @@
-"""Exported backends: the model goes to ONNX once, into a cache, and runs on ONNX Runtime or OpenVINO.
+"""Exported backends: the model is exported once per backend, into a cache, and runs on ONNX Runtime or OpenVINO.
 
-- :mod:`.export`: the export and its cache;
+- :mod:`.export`: the exports (ONNX; OpenVINO IR) and their cache;
 - :mod:`.runtime`: the two runtimes and their precisions;
 - :mod:`.int8`: calibrated int8 and its accuracy gate.
 """
 
-from haystack_crossrerank.exported.export import export_onnx, local_model_folder, model_fingerprint, require_runtime
+from haystack_crossrerank.exported.export import (
+    EXPORT_FILES,
+    export_model,
+    local_model_folder,
+    model_file,
+    model_fingerprint,
+    require_runtime,
+)
 from haystack_crossrerank.exported.int8 import (
     INT8_MIN_SPEARMAN,
     Int8Report,
@@ -29,6 +36,7 @@ from haystack_crossrerank.exported.runtime import (
 __all__ = [
     "BACKENDS",
     "BACKEND_PRECISIONS",
+    "EXPORT_FILES",
     "INT8_MIN_SPEARMAN",
     "Int8Report",
     "RuntimeSession",
@@ -36,11 +44,12 @@ __all__ = [
     "beir_calibration_pairs",
     "calibrate_int8",
     "check_backend",
-    "export_onnx",
+    "export_model",
     "int8_model",
     "int8_path",
     "int8_report",
     "local_model_folder",
+    "model_file",
     "model_fingerprint",
     "pairs_digest",
     "require_runtime",
