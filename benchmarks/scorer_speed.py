@@ -46,7 +46,9 @@ def main() -> None:
         models["all-MiniLM-L6-v2"] = (offline_base_model(), {"num_labels": 1})
         for name, (path, kwargs) in models.items():
             for precision in ("fp32", "auto"):
-                scorer = CrossEncoderScorer(path, device="cpu", precision=precision, batch_size=32, model_kwargs=kwargs)
+                scorer = CrossEncoderScorer(
+                    path, device="cpu", precision=precision, batch_size=32, model_kwargs=kwargs, backend="torch"
+                )
                 scorer.score(pairs[:32])
                 start = time.perf_counter()
                 scorer.score(pairs)

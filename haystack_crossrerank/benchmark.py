@@ -58,7 +58,7 @@ class BenchOptions:
     sample_queries: int | None = None
     rerank_queries: int | None = None
     precision: str = "auto"
-    batch_size: int = 32
+    batch_size: int | None = None  # the scorer's default
     plot: str | None = None
     plot_queries: int = 20
     embedder_model: str | None = None

@@ -9,6 +9,8 @@ from haystack_crossrerank.hardware import PRECISIONS, TRAINING_PRECISIONS
 from haystack_crossrerank.offline import BUILD_RECIPES, OFFLINE_BASES
 from haystack_crossrerank.paths import DATA_DIR_ENV
 
+BATCH_HELP = "pairs per forward pass (default: the scorer's, by backend and device; see the README's Speed)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -103,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
     ev.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ev.add_argument("--device", default=None)
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=BATCH_HELP,
+    )
     ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
     ev.add_argument("--json", help="write the metrics to this JSON file")
 
@@ -176,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank-queries", type=int, default=None, help="rerank only the first N queries (first stage: all)"
     )
     bench.add_argument("--precision", choices=PRECISIONS, default="auto")
-    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=BATCH_HELP,
+    )
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
     bench.add_argument("--json", help="write the table to this JSON file")
     bench.add_argument(
@@ -210,7 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sentences/prefix windows/passage)",
     )
     tune.add_argument("--precision", choices=PRECISIONS, default="auto")
-    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=BATCH_HELP,
+    )
     tune.add_argument(
         "--scores", help="JSON cache of the passage scores: cached queries are read, the others scored and added"
     )

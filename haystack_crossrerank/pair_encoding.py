@@ -36,6 +36,11 @@ class PairEncoder:
         self.special_tokens: int = backend.post_processor.num_special_tokens_to_add(True)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._use_token_types = "token_type_ids" in tokenizer.model_input_names
+        # `batches` pads to a width that is a multiple of this (never past `width_limit`, the model's positions,
+        # nor past the token budget), so that a runtime that prepares kernels per input shape meets few shapes;
+        # 1 pads to the longest pair only, as `collate` alone always does.
+        self.pad_to_multiple = 1
+        self.width_limit: int | None = None
 
     def _join(self, query_text: str, query: Any, text: Any, max_length: int) -> Any:
         """
@@ -86,12 +91,25 @@ class PairEncoder:
             lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
             order = np.argsort(-lengths, kind="stable")
             for batch in split_by_budget(order, lengths, size, max_batch_tokens):
-                yield batch + start, self.collate([encodings[i] for i in batch])
+                yield batch + start, self.collate([encodings[i] for i in batch], rounded=True, budget=max_batch_tokens)
 
-    def collate(self, encodings: list[Any]) -> dict[str, np.ndarray]:
-        """Pad encodings into `input_ids`, `attention_mask` and, where the model uses them, `token_type_ids`."""
+    def collate(
+        self, encodings: list[Any], *, rounded: bool = False, budget: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """
+        Pad encodings into `input_ids`, `attention_mask` and, where the model uses them, `token_type_ids`.
+
+        :param encodings: Pair encodings.
+        :param rounded: Pad to a multiple of `pad_to_multiple` (within `width_limit` and `budget`), not just to
+            the longest encoding.
+        :param budget: The most padded tokens the batch may hold.
+        """
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
         width = int(lengths.max())
+        if rounded and self.pad_to_multiple > 1:
+            wider = -(-width // self.pad_to_multiple) * self.pad_to_multiple
+            if wider <= (self.width_limit or wider) and (budget is None or wider * len(encodings) <= budget):
+                width = wider
         ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
         for row, encoding in enumerate(encodings):
             ids[row, : lengths[row]] = encoding.ids

@@ -7,6 +7,7 @@ from pathlib import Path
 
 DATA_DIR_ENV = "CROSSRERANK_DATA_DIR"
 HOME_ENV = "CROSSRERANK_HOME"
+EXPORT_DIR_ENV = "CROSSRERANK_EXPORT_DIR"
 
 
 def data_dir(explicit: str | Path | None = None) -> Path | None:
@@ -37,3 +38,14 @@ def home() -> Path:
     """
     value = os.environ.get(HOME_ENV)
     return Path(value).expanduser() if value else Path.home() / ".cache" / "haystack-crossrerank"
+
+
+def export_dir() -> Path:
+    """
+    The folder of the exported backends' cache (ONNX, OpenVINO IR, int8 copies): `$CROSSRERANK_EXPORT_DIR`,
+    else `<home>/exported` (see :func:`home`).
+
+    :returns: The folder (not created).
+    """
+    value = os.environ.get(EXPORT_DIR_ENV)
+    return Path(value).expanduser() if value else home() / "exported"

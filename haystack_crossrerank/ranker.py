@@ -98,7 +98,7 @@ class CrossEncoderRanker:
         window_size: int = 3,
         window_stride: int = 2,
         max_passages: int | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         """
         Create the ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
@@ -138,7 +138,8 @@ class CrossEncoderRanker:
         :param window_size: Sentences per window (`passages="windows"`).
         :param window_stride: Sentences the window moves (`passages="windows"`).
         :param max_passages: Score at most the first this many passages of each document (a cost bound).
-        :param backend: `"torch"`, `"onnx"` (ONNX Runtime) or `"openvino"`: the exported backends take
+        :param backend: `"auto"` (OpenVINO on the CPU where it is installed, torch on GPUs and for fp16 or
+            `model_kwargs`), `"torch"`, `"onnx"` (ONNX Runtime) or `"openvino"`: the exported backends take
             precision `"fp32"`, a calibrated `"int8"`, and on OpenVINO `"bf16"` (see
             :class:`haystack_crossrerank.scoring.CrossEncoderScorer`).
         :raises TypeError: If a parameter has the wrong type.

@@ -18,7 +18,7 @@ import torch
 
 from haystack_crossrerank.checks import check_int
 from haystack_crossrerank.exported.int8 import Int8Report
-from haystack_crossrerank.exported.runtime import check_backend
+from haystack_crossrerank.exported.runtime import EXPORTED_PAD_MULTIPLE, check_backend, resolve_backend
 from haystack_crossrerank.hardware import (
     model_max_length,
     quantize_int8,
@@ -52,14 +52,24 @@ def _looks_like_local_path(model: str) -> bool:
 
 # Default pairs per forward pass. On a GPU the speed is bound by the CPU (tokenizing, kernel launches), so
 # fewer, larger batches win: on an H200 (gpu_check.py, SciFact BM25 top 100, bf16, one run) batch 128 scored
-# 2,792 pairs/s, 64 2,748 and 32 2,034.
-CPU_BATCH_SIZE = 32
+# 2,792 pairs/s, 64 2,748 and 32 2,034. On the CPU smaller batches win, their activations staying in the
+# cores' caches. MiniLM on the project's 2-core AVX-512 CPU, 12 SciFact test queries' BM25 top 100 (title and
+# abstract, 386 tokens a pair on average), each setting timed twice, interleaved, pairs/s at batch 4 / 8 / 16 /
+# 32: torch bf16 - / 20.6 / 20.0 / 16.7; OpenVINO bf16 29.9 / 31.1 / 29.5 / 29.2, int8 46.0 / 43.3 / 41.2 /
+# 39.8; and their sentences (57 tokens), OpenVINO bf16 201 / 203 / 196 / 181.
+CPU_BATCH_SIZE = 16
+EXPORTED_CPU_BATCH_SIZE = 8
+EXPORTED_CPU_INT8_BATCH_SIZE = 4
 ACCELERATOR_BATCH_SIZE = 128
 
 
-def default_batch_size(device: torch.device) -> int:
+def default_batch_size(device: torch.device, backend: str = "torch", precision: str = "fp32") -> int:
     """Pairs per forward pass when none is asked for: see :data:`CPU_BATCH_SIZE`."""
-    return CPU_BATCH_SIZE if device.type == "cpu" else ACCELERATOR_BATCH_SIZE
+    if device.type != "cpu":
+        return ACCELERATOR_BATCH_SIZE
+    if backend == "torch":
+        return CPU_BATCH_SIZE
+    return EXPORTED_CPU_INT8_BATCH_SIZE if precision == "int8" else EXPORTED_CPU_BATCH_SIZE
 
 
 class CrossEncoderScorer:
@@ -96,9 +106,10 @@ class CrossEncoderScorer:
     :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`
         (for example `{"num_labels": 1}` to put a fresh one-logit head on a base model).
     :param tokenizer_kwargs: Extra keyword arguments for `AutoTokenizer.from_pretrained`.
-    :param backend: `"torch"`; `"onnx"` for ONNX Runtime (the `onnx` extra) or `"openvino"` for OpenVINO (the
-        `openvino` extra): the model is exported to ONNX once, into a cache (see
-        :mod:`haystack_crossrerank.exported`). ONNX Runtime takes precision `"fp32"` (what `"auto"` means
+    :param backend: `"auto"` (OpenVINO on the CPU where it is installed and takes the precision, else torch:
+        see :func:`haystack_crossrerank.exported.resolve_backend`), `"torch"`, `"onnx"` for ONNX Runtime (the
+        `onnx` extra) or `"openvino"` for OpenVINO: an exported backend exports the model once, into a cache
+        (see :mod:`haystack_crossrerank.exported`). ONNX Runtime takes precision `"fp32"` (what `"auto"` means
         there) or `"int8"`; OpenVINO `"fp32"`, `"bf16"` (`"auto"` where the CPU computes bf16) or `"int8"`.
         int8 needs a calibrated copy (:meth:`calibrate_int8`, `crossrerank quantize`).
     """
@@ -115,7 +126,7 @@ class CrossEncoderScorer:
         token: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         if not isinstance(model, (str, Path)) or not str(model).strip():
             raise TypeError(f"`model` must be a non-empty hub id or folder path, but got {model!r}")
@@ -136,7 +147,8 @@ class CrossEncoderScorer:
         self.token = token
         self.model_kwargs = dict(model_kwargs or {})
         self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
-        self.backend = backend
+        self.requested_backend = backend
+        self.backend = backend  # "auto" is resolved when the model loads
         self.export_folder: Path | None = None
         self.int8_report: Int8Report | None = None
         self.model: Any = None
@@ -209,6 +221,7 @@ class CrossEncoderScorer:
                 raise OSError(f"Could not load the weights of cross-encoder '{self.model_name}': {error}") from error
 
         device = resolve_device(self.requested_device)
+        self.backend = resolve_backend(self.requested_backend, device.type, self.requested_precision, self.model_kwargs)
         if self.backend != "torch":
             self._load_exported(name, config, tokenizer, load_weights, device)
             return
@@ -268,10 +281,14 @@ class CrossEncoderScorer:
         """
         from haystack_crossrerank import exported
 
-        if self.backend == "torch":
-            raise ValueError(
-                f"calibrate_int8 needs backend 'onnx' or 'openvino', but this scorer's backend is {self.backend!r}"
-            )
+        def refuse_torch() -> None:
+            if self.backend == "torch":
+                raise ValueError(
+                    "calibrate_int8 needs backend 'onnx' or 'openvino', but this scorer's backend is 'torch'"
+                    + (" ('auto' resolved to it here)" if self.requested_backend == "auto" else "")
+                )
+
+        refuse_torch()
         check_pairs(calibration_pairs)
         check_pairs(held_pairs)
         if not calibration_pairs or not held_pairs:
@@ -280,6 +297,7 @@ class CrossEncoderScorer:
                 f"{len(held_pairs)}"
             )
         self.load()
+        refuse_torch()
         assert self.export_folder is not None
         calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
         held = list(self._batches(held_pairs, self.batch_size, self.max_length))
@@ -326,6 +344,7 @@ class CrossEncoderScorer:
             precision=precision,
             batch_size=batch_size,
             max_length=max_length,
+            backend="torch",
         )
         if model.config.num_labels != 1:
             raise ValueError(f"the model must have exactly one output label, but has {model.config.num_labels}")
@@ -356,6 +375,8 @@ class CrossEncoderScorer:
             max_length = self.requested_max_length
 
         encoder = PairEncoder(tokenizer, self.model_name)
+        if self.backend != "torch":
+            encoder.pad_to_multiple, encoder.width_limit = EXPORTED_PAD_MULTIPLE, limit
         if max_length <= encoder.special_tokens + 1:
             raise ValueError(
                 f"`max_length` must be > {encoder.special_tokens + 1} for this model, but got {max_length}"
@@ -363,7 +384,7 @@ class CrossEncoderScorer:
 
         self.activation = _activation_from_config(config, self.model_name)
         if self.requested_batch_size is None:
-            self.batch_size = default_batch_size(device)
+            self.batch_size = default_batch_size(device, self.backend, precision)
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision

@@ -78,7 +78,7 @@ class TuneOptions:
     # If set: passage scores are read from this JSON file when it exists, else written to it after scoring.
     scores_path: str | None = None
     precision: str = "auto"
-    batch_size: int = 32
+    batch_size: int | None = None  # the scorer's default
     embedder_model: str | None = None
     selection: str = "lcb"
     show_progress: bool = True

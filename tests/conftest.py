@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ def build_tiny_cross_encoder(folder: Path, *, num_labels: int = 1, seed: int = 0
     model = BertForSequenceClassification(config)
     model.save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' exports (the default backend exports models on the CPU) go to a temporary cache, not ~/.cache."""
+    folder = tmp_path_factory.mktemp("exported")
+    previous = os.environ.get("CROSSRERANK_EXPORT_DIR")
+    os.environ["CROSSRERANK_EXPORT_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CROSSRERANK_EXPORT_DIR", None)
+    else:
+        os.environ["CROSSRERANK_EXPORT_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

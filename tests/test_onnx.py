@@ -44,8 +44,8 @@ def random_pairs(count: int, seed: int) -> list[tuple[str, str]]:
 @pytest.fixture
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test exports into its own cache, so that no test sees another's export."""
-    monkeypatch.setenv("CROSSRERANK_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "exported"
+    monkeypatch.setenv("CROSSRERANK_EXPORT_DIR", str(tmp_path / "exported"))
+    return tmp_path / "exported"
 
 
 @pytest.fixture
@@ -209,7 +209,9 @@ def test_int8_gate_refuses_and_falls_back_to_fp32(
 
 def test_calibration_needs_the_onnx_backend_and_pairs(tiny_model: Path, cache_home: Path) -> None:
     with pytest.raises(ValueError, match="needs backend 'onnx' or 'openvino', but this scorer's backend is 'torch'"):
-        CrossEncoderScorer(tiny_model).calibrate_int8(PAIRS, PAIRS)
+        CrossEncoderScorer(tiny_model, backend="torch").calibrate_int8(PAIRS, PAIRS)
+    with pytest.raises(ValueError, match=r"backend is 'torch' \('auto' resolved to it here\)"):
+        CrossEncoderScorer(tiny_model, precision="fp16").calibrate_int8(PAIRS, PAIRS)
     with pytest.raises(ValueError, match="needs calibration and held-out pairs, but got 0 and 3"):
         CrossEncoderScorer(tiny_model, backend="onnx").calibrate_int8([], PAIRS[:3])
 
@@ -226,7 +228,10 @@ def test_missing_runtime_names_the_extra(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"backend": "tensorrt"}, r"`backend` must be one of \['torch', 'onnx', 'openvino'\], but got 'tensorrt'"),
+        (
+            {"backend": "tensorrt"},
+            r"`backend` must be one of \['auto', 'torch', 'onnx', 'openvino'\], but got 'tensorrt'",
+        ),
         ({"backend": "onnx", "precision": "bf16"}, r"backend 'onnx' takes precision .* but got 'bf16'"),
         ({"backend": "openvino", "precision": "fp16"}, r"backend 'openvino' takes precision .* but got 'fp16'"),
         ({"backend": "onnx", "model_kwargs": {"num_labels": 1}}, r"takes no `model_kwargs`, but got \['num_labels'\]"),
@@ -293,3 +298,48 @@ def test_both_backends_keep_their_own_int8_model(tiny_model: Path, cache_home: P
         scorer = CrossEncoderScorer(tiny_model, backend=backend, precision="int8")
         scorer.load()
         assert scorer.precision == "int8", backend
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "model_kwargs", "installed", "expected"),
+    [
+        ("cpu", "auto", None, True, "openvino"),
+        ("cpu", "int8", None, True, "openvino"),
+        ("cpu", "auto", None, False, "torch"),  # openvino not installed
+        ("cuda", "auto", None, True, "torch"),
+        ("cpu", "fp16", None, True, "torch"),  # a precision OpenVINO does not take
+        ("cpu", "auto", {"attn_implementation": "eager"}, True, "torch"),  # an export takes no model arguments
+    ],
+)
+def test_auto_backend_resolution(
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+    precision: str,
+    model_kwargs: dict | None,
+    installed: bool,
+    expected: str,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" and not installed else real(name, *a)
+    )
+    assert exported.resolve_backend("auto", device, precision, model_kwargs) == expected
+    assert exported.resolve_backend("torch", device, precision, model_kwargs) == "torch"
+
+
+def test_default_scorer_runs_openvino_on_the_cpu_with_small_padded_batches(tiny_model: Path, cache_home: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model)
+    assert scorer.backend == "auto"
+    scores = scorer.score(PAIRS)
+    assert scorer.backend == "openvino" and scorer.batch_size == 8
+    exact = CrossEncoderScorer(tiny_model, backend="torch", precision="fp32").score(PAIRS)
+    assert exported.spearman(scores, exact) >= 0.99
+    widths = {features["input_ids"].shape[1] for _, features in scorer._batches(PAIRS, 4, scorer.max_length)}
+    assert widths and all(width % 16 == 0 for width in widths), widths
+    # torch keeps exact widths: padding only helps runtimes that prepare kernels per shape.
+    torch_scorer = CrossEncoderScorer(tiny_model, backend="torch")
+    torch_scorer.load()
+    torch_widths = {features["input_ids"].shape[1] for _, features in torch_scorer._batches(PAIRS, 4, 64)}
+    assert any(width % 16 for width in torch_widths), torch_widths

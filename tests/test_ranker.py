@@ -280,7 +280,7 @@ def test_to_dict_covers_every_init_parameter_with_defaults() -> None:
             "window_size": 3,
             "window_stride": 2,
             "max_passages": None,
-            "backend": "torch",
+            "backend": "auto",
         },
     }
 

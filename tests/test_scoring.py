@@ -283,11 +283,11 @@ def test_training_precision_follows_the_inference_policy_and_refuses_int8() -> N
         training_precision("int8")
 
 
-def test_batch_size_defaults_to_32_on_the_cpu_and_can_be_set(tiny_model: Path) -> None:
-    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
+def test_batch_size_defaults_to_16_for_torch_on_the_cpu_and_can_be_set(tiny_model: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", backend="torch")
     assert scorer.requested_batch_size is None
     scorer.load()
-    assert scorer.batch_size == 32
+    assert scorer.batch_size == 16
     chosen = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", batch_size=5)
     chosen.load()
     assert chosen.batch_size == 5
@@ -296,7 +296,10 @@ def test_batch_size_defaults_to_32_on_the_cpu_and_can_be_set(tiny_model: Path) -
 def test_default_batch_size_is_larger_on_an_accelerator() -> None:
     from haystack_crossrerank.scoring import default_batch_size
 
-    assert default_batch_size(torch.device("cpu")) == 32
+    assert default_batch_size(torch.device("cpu")) == 16
+    assert default_batch_size(torch.device("cpu"), "openvino") == default_batch_size(torch.device("cpu"), "onnx") == 8
+    assert default_batch_size(torch.device("cpu"), "openvino", "int8") == 4
+    assert default_batch_size(torch.device("cuda", 0), "openvino") == 128
     assert default_batch_size(torch.device("cuda", 0)) == 128
     assert default_batch_size(torch.device("mps")) == 128
 

@@ -30,6 +30,7 @@ from haystack_crossrerank.exported.runtime import (
     BACKENDS,
     RuntimeSession,
     check_backend,
+    resolve_backend,
     resolve_backend_precision,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "model_fingerprint",
     "pairs_digest",
     "require_runtime",
+    "resolve_backend",
     "resolve_backend_precision",
     "spearman",
 ]

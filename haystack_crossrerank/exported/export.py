@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from haystack_crossrerank._extras import require
-from haystack_crossrerank.paths import home
+from haystack_crossrerank.paths import export_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def require_runtime(backend: str) -> Any:
 
 
 def export_cache_root() -> Path:
-    """The folder that holds the export cache: `<home>/exported` (see :func:`haystack_crossrerank.paths.home`)."""
-    return home() / "exported"
+    """The folder that holds the export cache (see :func:`haystack_crossrerank.paths.export_dir`)."""
+    return export_dir()
 
 
 def model_file(export: Path, backend: str) -> Path:
