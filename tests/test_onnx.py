@@ -92,6 +92,27 @@ def test_openvino_keeps_attention_as_one_fused_operation(tiny_model: Path, cache
     assert "Softmax" not in kinds and int8.openvino_activation_matmuls(graph) == []
 
 
+def test_openvino_finds_matmuls_between_activations() -> None:
+    """Attention written out as MatMuls (a model whose attention does not convert to one fused operation) must
+    stay in floating point in int8: those MatMuls are found, the ones with weights (direct or converted) not."""
+    import openvino
+    from openvino import opset13 as ops
+
+    x = ops.parameter([2, 4, 8], openvino.Type.f32, name="x")
+    weight = ops.constant(np.ones((8, 8), dtype=np.float32))
+    half = ops.convert(ops.constant(np.ones((8, 8), dtype=np.float16)), openvino.Type.f32)
+    projected = ops.matmul(x, weight, False, False)
+    projected.set_friendly_name("with_weight")
+    converted = ops.matmul(projected, half, False, False)
+    converted.set_friendly_name("with_converted_weight")
+    scores = ops.matmul(converted, x, False, True)
+    scores.set_friendly_name("scores")
+    values = ops.matmul(ops.softmax(scores, -1), x, False, False)
+    values.set_friendly_name("values")
+    graph = openvino.Model([values], [x])
+    assert sorted(int8.openvino_activation_matmuls(graph)) == ["scores", "values"]
+
+
 @pytest.mark.parametrize("backend", EXPORTED)
 def test_export_is_reused_then_redone_for_a_changed_model(
     tmp_path: Path, cache_home: Path, export_calls: list, backend: str
