@@ -364,3 +364,66 @@ def test_default_scorer_runs_openvino_on_the_cpu_with_small_padded_batches(tiny_
     torch_scorer.load()
     torch_widths = {features["input_ids"].shape[1] for _, features in torch_scorer._batches(PAIRS, 4, 64)}
     assert any(width % 16 for width in torch_widths), torch_widths
+
+
+def _tiny_classifier(kind: str):  # type: ignore[no-untyped-def]
+    """A random 2-layer sequence classifier with one logit: BERT, RoBERTa, or DistilBERT (another layer layout)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    size = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_labels": 1}
+    if kind == "distilbert":
+        shape = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+        config = transformers.DistilBertConfig(vocab_size=50, num_labels=1, **shape)
+        return transformers.DistilBertForSequenceClassification(config).eval()
+    layers = {"num_hidden_layers": 2, "initializer_range": 0.2, "vocab_size": 50}
+    if kind == "roberta":
+        config = transformers.RobertaConfig(**size, **layers, pad_token_id=1, max_position_embeddings=70)
+        return transformers.RobertaForSequenceClassification(config).eval()
+    return transformers.BertForSequenceClassification(transformers.BertConfig(**size, **layers)).eval()
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_first_token_last_layer_gives_the_same_logits(kind: str) -> None:
+    """The exports compute the last layer for the first token only (the head reads nothing else): the same
+    logits as the whole model, on a padded batch of different lengths."""
+    import torch
+
+    full = _tiny_classifier(kind)
+    cut = _tiny_classifier(kind)
+    assert export.first_token_last_layer(cut) is True
+    assert export.first_token_last_layer(cut) is True  # already done: left as it is
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, 50, (5, 24), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    for row, length in enumerate([24, 20, 9, 3, 15]):
+        attention_mask[row, length:] = 0
+        input_ids[row, length:] = 1 if kind == "roberta" else 0
+    with torch.inference_mode():
+        expected = full(input_ids=input_ids, attention_mask=attention_mask).logits
+        got = cut(input_ids=input_ids, attention_mask=attention_mask).logits
+        unpadded = cut(input_ids=input_ids[:1], attention_mask=attention_mask[:1]).logits
+    assert got.shape == expected.shape == (5, 1)
+    assert len({round(v, 3) for v in expected.view(-1).tolist()}) == 5  # distinct logits: a real comparison
+    assert torch.allclose(got, expected, atol=1e-5), (got.view(-1), expected.view(-1))
+    assert torch.allclose(unpadded, expected[:1], atol=1e-5)
+
+
+def test_first_token_last_layer_leaves_other_layouts_whole() -> None:
+    import torch
+
+    model = _tiny_classifier("distilbert")
+    before = [name for name, _ in model.named_modules()]
+    assert export.first_token_last_layer(model) is False
+    assert [name for name, _ in model.named_modules()] == before
+    with torch.inference_mode():
+        assert model(input_ids=torch.tensor([[3, 4, 5]])).logits.shape == (1, 1)
+
+
+def test_exports_record_the_first_token_last_layer(tiny_model: Path, cache_home: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    scorer.load()
+    assert scorer.export_folder is not None
+    manifest = json.loads((scorer.export_folder / "manifest.json").read_text())
+    assert manifest["first_token_last_layer"] is True

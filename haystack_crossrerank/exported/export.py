@@ -11,6 +11,10 @@ OpenVINO's CPU plugin runs as one fused kernel. Through ONNX, attention arrives 
 Softmax, IsNaN and Select operations; on this project's 2-core AVX-512 CPU (MiniLM, 32 pairs of 340 tokens)
 the fused graph gave 39.1 pairs/s in bf16 against 32.4 from ONNX, and 58.3 against 42.1 in calibrated int8.
 
+Both exports compute the encoder's last layer for the first token only (:func:`first_token_last_layer`): the
+classification head reads nothing else, so the other tokens' queries, attention outputs and feed-forward
+blocks in that layer are skipped (keys and values stay for every token). The logits are unchanged.
+
 ONNX Runtime's exporter is `torch.onnx` with `dynamo=True`. `optimum-onnx` 0.1 would pull transformers 4.57 in place of
 the installed 5.x, and the older TorchScript path (`dynamo=False`, 2.5 s against 14 s for MiniLM) traces
 transformers 5's attention-mask code into shape-bound constants: its graph gave wrong logits for any input
@@ -41,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 OPSET = 18
 # Bump when the export steps change, so that old cache folders are not reused.
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 # The file each backend's runtime opens, and the files its export consists of.
 EXPORT_FILES: dict[str, tuple[str, ...]] = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
 _MODEL_FILES = ("config.json",)
@@ -217,13 +221,16 @@ def export_model(
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         started = time.perf_counter()
+        model = load_model()
+        pruned = first_token_last_layer(model)
         if backend == "openvino":
-            _convert_openvino(load_model(), example, model_file(work, backend))
+            _convert_openvino(model, example, model_file(work, backend))
         else:
-            _export_to(load_model(), example, model_file(work, backend))
+            _export_to(model, example, model_file(work, backend))
         manifest = {
             "model": str(folder),
             "settings": asdict(settings),
+            "first_token_last_layer": pruned,
             "inputs": list(example),
             "sha256": {name: _sha256(work / name) for name in EXPORT_FILES[backend]},
             "export_seconds": round(time.perf_counter() - started, 2),
@@ -237,6 +244,76 @@ def export_model(
             shutil.rmtree(work, ignore_errors=True)
     logger.info("Exported '%s' for %s in %s (%.1f s)", folder, backend, target, manifest["export_seconds"])
     return target
+
+
+class _FirstTokenLastLayer:
+    """Marker base, so that :func:`first_token_last_layer` can tell a replaced layer (set in that function)."""
+
+
+def first_token_last_layer(model: Any) -> bool:
+    """
+    Make the encoder's last layer compute the first token's output only, in place, where the architecture
+    allows it (BERT's layer structure: BERT, RoBERTa, XLM-RoBERTa, ELECTRA and their kin).
+
+    A sequence-classification head reads the first token's final hidden state and nothing else, so the last
+    layer needs every token's keys and values but only the first token's query, attention output and
+    feed-forward block: the other tokens' share of that layer (5/6 of its arithmetic for MiniLM at 340 tokens,
+    about 14% of the model's) is work whose result is thrown away. The logits are the same up to rounding.
+
+    :param model: A `transformers` sequence-classification model (eval mode); changed in place, so pass a copy
+        that is not used for anything else (the exports load their own).
+    :returns: `True` if the layer was replaced, `False` where the model's structure is not BERT's (the model is
+        then left as it was and exported whole).
+    """
+    import torch
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not layers or not hasattr(base, "embeddings"):
+        return False
+    last = layers[-1]
+    if isinstance(last, _FirstTokenLastLayer):
+        return True
+    attention = getattr(last, "attention", None)
+    projections = getattr(attention, "self", None)
+    if (
+        not all(hasattr(projections, name) for name in ("query", "key", "value", "attention_head_size", "scaling"))
+        or not hasattr(attention, "output")
+        or not hasattr(last, "feed_forward_chunk")
+        or getattr(last, "add_cross_attention", False)
+    ):
+        return False
+
+    class FirstTokenLayer(torch.nn.Module, _FirstTokenLastLayer):
+        def __init__(self, layer: Any) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, hidden_states: Any, attention_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
+            own = self.layer.attention.self
+            batch, length, _ = hidden_states.shape
+            first = hidden_states[:, :1]
+
+            def heads(states: Any, rows: int) -> Any:
+                return states.view(batch, rows, -1, own.attention_head_size).transpose(1, 2)
+
+            query = heads(own.query(first), 1)
+            key, value = heads(own.key(hidden_states), length), heads(own.value(hidden_states), length)
+            # The model prepares a 4-D mask (batch, 1, query rows or 1, keys), or none when nothing is padded:
+            # keep the first query row.
+            mask = attention_mask
+            if mask is not None and mask.dim() == 2:
+                mask = mask.bool()[:, None, None, :]
+            elif mask is not None:
+                mask = mask[:, :, :1]
+            mixed = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, scale=own.scaling
+            )
+            attended = self.layer.attention.output(mixed.transpose(1, 2).reshape(batch, 1, -1), first)
+            return self.layer.feed_forward_chunk(attended)
+
+    layers[-1] = FirstTokenLayer(last)
+    return True
 
 
 def _max_positions(config: Any) -> int:
