@@ -197,10 +197,26 @@ def test_int8_calibration_passes_and_is_used(tiny_model: Path, cache_home: Path,
         graph = openvino.Core().read_model(str(exported.int8_path(exact.export_folder, "openvino")))
         fake_quantized = {op.get_friendly_name() for op in graph.get_ops() if op.get_type_name() == "FakeQuantize"}
         attention = [op for op in graph.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
-        assert len(fake_quantized) >= 8 and len(attention) == 2  # inputs of Q/K/V, output, FFN in and out, a layer
+        # Layer 0: the inputs of Q/K/V, attention output, FFN in and out; the first-token layer 1: of K/V.
+        assert len(fake_quantized) >= 5 and len(attention) == 2
         for op in attention:
             sources = {port.get_node().get_friendly_name() for port in op.input_values()}
             assert not sources & fake_quantized
+        # The last layer runs on the first token only: its keys and values (every token) are int8, its query,
+        # attention output and feed-forward projections and the head (one token) stay in floating point.
+        fed = {
+            op.get_friendly_name().split("/")[0].removeprefix("__module."): any(
+                port.get_node().get_type_name() == "FakeQuantize" for port in op.input_values()
+            )
+            for op in graph.get_ops()
+            if op.get_type_name() == "MatMul"
+        }
+        last = "bert.encoder.layer.1.first_token_layer."
+        assert fed[last + "attention.self.key"] and fed[last + "attention.self.value"]
+        assert fed["bert.encoder.layer.0.attention.self.query"] and fed["bert.encoder.layer.0.output.dense"]
+        floating = ["attention.self.query", "attention.output.dense", "intermediate.dense", "output.dense"]
+        assert not any(fed[last + name] for name in floating)
+        assert not fed["bert.pooler.dense"] and not fed["classifier"]
 
     quantized = CrossEncoderScorer(tiny_model, backend=backend, precision="int8")
     int8_scores = quantized.score(PAIRS)
@@ -367,12 +383,15 @@ def test_default_scorer_runs_openvino_on_the_cpu_with_small_padded_batches(tiny_
 
 
 def _tiny_classifier(kind: str):  # type: ignore[no-untyped-def]
-    """A random 2-layer sequence classifier with one logit: BERT, RoBERTa, or DistilBERT (another layer layout)."""
+    """A random 2-layer one-logit classifier: BERT, RoBERTa, or another layout (DistilBERT, MegatronBERT)."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     size = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_labels": 1}
+    if kind == "megatron-bert":  # BERT's module names, but LayerNorm before attention
+        config = transformers.MegatronBertConfig(**size, num_hidden_layers=2, vocab_size=50)
+        return transformers.MegatronBertForSequenceClassification(config).eval()
     if kind == "distilbert":
         shape = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
         config = transformers.DistilBertConfig(vocab_size=50, num_labels=1, **shape)
@@ -410,10 +429,11 @@ def test_first_token_last_layer_gives_the_same_logits(kind: str) -> None:
     assert torch.allclose(unpadded, expected[:1], atol=1e-5)
 
 
-def test_first_token_last_layer_leaves_other_layouts_whole() -> None:
+@pytest.mark.parametrize("kind", ["distilbert", "megatron-bert"])
+def test_first_token_last_layer_leaves_other_layouts_whole(kind: str) -> None:
     import torch
 
-    model = _tiny_classifier("distilbert")
+    model = _tiny_classifier(kind)
     before = [name for name, _ in model.named_modules()]
     assert export.first_token_last_layer(model) is False
     assert [name for name, _ in model.named_modules()] == before
@@ -427,3 +447,21 @@ def test_exports_record_the_first_token_last_layer(tiny_model: Path, cache_home:
     assert scorer.export_folder is not None
     manifest = json.loads((scorer.export_folder / "manifest.json").read_text())
     assert manifest["first_token_last_layer"] is True
+
+
+def test_first_token_matmuls_are_the_one_token_ones() -> None:
+    last = "__module.bert.encoder.layer.5.first_token_layer."
+    names = [
+        "__module.bert.encoder.layer.4.attention.self.query/aten::linear/MatMul",
+        last + "attention.self.query/aten::linear/MatMul",
+        last + "attention.self.key/aten::linear/MatMul",
+        last + "attention.self.value/aten::linear/MatMul",
+        last + "attention.output.dense/aten::linear/MatMul",
+        last + "intermediate.dense/aten::linear/MatMul",
+        last + "output.dense/aten::linear/MatMul",
+        "__module.bert.pooler.dense/aten::linear/MatMul",
+        "__module.classifier/aten::linear/MatMul",
+    ]
+    assert int8.first_token_matmuls(names) == [names[1], *names[4:]]
+    whole = [name.replace("first_token_layer.", "") for name in names]
+    assert int8.first_token_matmuls(whole) == [], "an export without the first-token layer keeps every MatMul"

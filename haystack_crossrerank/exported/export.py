@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 OPSET = 18
 # Bump when the export steps change, so that old cache folders are not reused.
-EXPORT_FORMAT = 3
+EXPORT_FORMAT = 4
 # The file each backend's runtime opens, and the files its export consists of.
 EXPORT_FILES: dict[str, tuple[str, ...]] = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
 _MODEL_FILES = ("config.json",)
@@ -246,14 +246,23 @@ def export_model(
     return target
 
 
+# Post-LayerNorm encoders with BERT's layer structure whose classification head reads the first token only.
+# (Names alone do not tell: MegatronBERT has the same module names but normalises before attention.)
+FIRST_TOKEN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+
+# The name of the replaced last layer's inner module: it appears in the exported operations' names, which is how
+# int8 finds the operations that run on the first token only (see `int8.first_token_matmuls`).
+FIRST_TOKEN_SCOPE = "first_token_layer"
+
+
 class _FirstTokenLastLayer:
     """Marker base, so that :func:`first_token_last_layer` can tell a replaced layer (set in that function)."""
 
 
 def first_token_last_layer(model: Any) -> bool:
     """
-    Make the encoder's last layer compute the first token's output only, in place, where the architecture
-    allows it (BERT's layer structure: BERT, RoBERTa, XLM-RoBERTa, ELECTRA and their kin).
+    Make the encoder's last layer compute the first token's output only, in place, for the architectures in
+    :data:`FIRST_TOKEN_MODEL_TYPES` (BERT's layer structure and a head on the first token).
 
     A sequence-classification head reads the first token's final hidden state and nothing else, so the last
     layer needs every token's keys and values but only the first token's query, attention output and
@@ -262,11 +271,13 @@ def first_token_last_layer(model: Any) -> bool:
 
     :param model: A `transformers` sequence-classification model (eval mode); changed in place, so pass a copy
         that is not used for anything else (the exports load their own).
-    :returns: `True` if the layer was replaced, `False` where the model's structure is not BERT's (the model is
-        then left as it was and exported whole).
+    :returns: `True` if the layer was replaced, `False` for other architectures (the model is then left as it
+        was and exported whole).
     """
     import torch
 
+    if getattr(model.config, "model_type", None) not in FIRST_TOKEN_MODEL_TYPES:
+        return False
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList) or not layers or not hasattr(base, "embeddings"):
@@ -287,10 +298,11 @@ def first_token_last_layer(model: Any) -> bool:
     class FirstTokenLayer(torch.nn.Module, _FirstTokenLastLayer):
         def __init__(self, layer: Any) -> None:
             super().__init__()
-            self.layer = layer
+            setattr(self, FIRST_TOKEN_SCOPE, layer)
 
         def forward(self, hidden_states: Any, attention_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
-            own = self.layer.attention.self
+            layer = getattr(self, FIRST_TOKEN_SCOPE)
+            own = layer.attention.self
             batch, length, _ = hidden_states.shape
             first = hidden_states[:, :1]
 
@@ -309,8 +321,8 @@ def first_token_last_layer(model: Any) -> bool:
             mixed = torch.nn.functional.scaled_dot_product_attention(
                 query, key, value, attn_mask=mask, scale=own.scaling
             )
-            attended = self.layer.attention.output(mixed.transpose(1, 2).reshape(batch, 1, -1), first)
-            return self.layer.feed_forward_chunk(attended)
+            attended = layer.attention.output(mixed.transpose(1, 2).reshape(batch, 1, -1), first)
+            return layer.feed_forward_chunk(attended)
 
     layers[-1] = FirstTokenLayer(last)
     return True
