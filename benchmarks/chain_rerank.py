@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 # Passage aggregations tried for ranker A; ranker B keeps the setting tuned for it alone and one without a cap.
-A_AGGREGATIONS = [("max_mean", 0.25, None), ("max_mean", 0.5, None), ("max_mean", 0.75, None)]
+Aggregation = tuple[str, float, int | None]  # method, weight, max_passages
+A_AGGREGATIONS: list[Aggregation] = [("max_mean", 0.25, None), ("max_mean", 0.5, None), ("max_mean", 0.75, None)]
 A_AGGREGATIONS += [("max_first", 0.5, None), ("max", 0.5, None), ("max_mean", 0.25, 8)]
-B_AGGREGATIONS = [("max_mean", 0.25, 8), ("max_mean", 0.25, None)]
+B_AGGREGATIONS: list[Aggregation] = [("max_mean", 0.25, 8), ("max_mean", 0.25, None)]
 FUSIONS = ["zscore", "minmax"]
 WEIGHTS = [round(0.1 * i, 1) for i in range(1, 10)]
 DEPTHS = (10, 20, 30)
@@ -55,6 +56,7 @@ def passage_scores(spec: str, cache: Path, data: Any, found: dict[str, list[Any]
     missing = [q for q in found if q not in table or not all(d.id in table[q] for d in found[q])]
     if missing:
         template = load_pipeline(pipeline_path("bm25_rerank"), model=model).get_component("ranker")
+        assert isinstance(template, CrossEncoderRanker)
         settings = template.to_dict()
         mode, placement = variant.split("/")
         settings["init_parameters"].update({"passages": mode, "meta_placement": placement, "max_passages": None})
@@ -105,7 +107,7 @@ def grid(args: argparse.Namespace) -> None:
     table_b = passage_scores(args.b, Path(args.cache), data, found)
     qrels = {q: data.qrels[q] for q in ids}
     first = per_query_ndcg10(qrels, {q: [d.id for d in found[q]] for q in ids})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for depth in DEPTHS:
         docs = {q: found[q][:depth] for q in ids}
         scores_b = {agg: {q: document_scores(table_b, q, docs[q], agg) for q in ids} for agg in B_AGGREGATIONS}
