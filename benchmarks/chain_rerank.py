@@ -84,21 +84,9 @@ def document_scores(table: dict, q: str, docs: list[Any], aggregation: tuple[str
     return [sigmoid(aggregate(table[q][d.id][:cap], method, weight)[0]) for d in docs]
 
 
-def summary(per_query: dict[str, float], first: dict[str, float]) -> dict[str, float]:
-    from haystack_crossrerank.tuning import LCB_Z
-
-    gains = [per_query[q] - first[q] for q in first]
-    mean = statistics.fmean(gains)
-    bound = mean - LCB_Z * statistics.stdev(gains) / math.sqrt(len(gains))
-    return {
-        "ndcg@10": round(statistics.fmean(per_query.values()), 4),
-        "gain": round(mean, 4),
-        "gain_lcb": round(bound, 4),
-    }
-
-
 def grid(args: argparse.Namespace) -> None:
     from haystack_crossrerank.evaluation.retrieval import per_query_ndcg10
+    from haystack_crossrerank.tuning import gain_summary
 
     model_b = args.b.rsplit(":", 1)[0]
     ids = sorted(json.loads((Path(model_b) / "heldout_queries.json").read_text())["query_ids"])
@@ -117,8 +105,10 @@ def grid(args: argparse.Namespace) -> None:
                 point = {"depth": depth, "a_aggregation": agg_a, "b_aggregation": agg_b}
                 point |= {"a_fusion": fa, "a_weight": wa, "b_fusion": fb, "b_weight": wb}
                 rankings = {q: chained_ranking(docs[q], scores_a[q], scores_b[agg_b][q], point) for q in ids}
-                rows.append(point | summary(per_query_ndcg10(qrels, rankings), first))
-    best = max(rows, key=lambda r: (r["gain_lcb"], r["ndcg@10"], -r["depth"]))
+                rows.append(point | gain_summary(per_query_ndcg10(qrels, rankings), first))
+    best = max(
+        rows, key=lambda r: (r["gain_lcb"] if r["gain_lcb"] is not None else -math.inf, r["ndcg@10"], -r["depth"])
+    )
     print(f"{len(ids)} held-out training queries, BM25 nDCG@10 {statistics.fmean(first.values()):.4f}")
     print(f"choice: {best}")
     Path(args.json).write_text(json.dumps({"a": args.a, "b": args.b, "choice": best, "grid": rows}, indent=1))

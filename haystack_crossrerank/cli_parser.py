@@ -105,12 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help=f"folder with stsb/ (default: ${DATA_DIR_ENV}, ../shared/data, else the hub)")
     ev.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ev.add_argument("--device", default=None)
-    ev.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=BATCH_HELP,
-    )
+    ev.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     ev.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=False)
     ev.add_argument("--json", help="write the metrics to this JSON file")
 
@@ -183,12 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank-queries", type=int, default=None, help="rerank only the first N queries (first stage: all)"
     )
     bench.add_argument("--precision", choices=PRECISIONS, default="auto")
-    bench.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=BATCH_HELP,
-    )
+    bench.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
     bench.add_argument("--json", help="write the table to this JSON file")
     bench.add_argument(
@@ -222,12 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sentences/prefix windows/passage)",
     )
     tune.add_argument("--precision", choices=PRECISIONS, default="auto")
-    tune.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=BATCH_HELP,
-    )
+    tune.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     tune.add_argument(
         "--scores", help="JSON cache of the passage scores: cached queries are read, the others scored and added"
     )

@@ -96,8 +96,9 @@ class CrossEncoderScorer:
     :param model: A Hugging Face hub id or a local folder.
     :param device: Where to run: `"cpu"`, `"cuda:0"`, ..., or `None` for CUDA, then MPS, then CPU.
     :param precision: `"auto"`, `"fp32"`, `"fp16"` or `"bf16"` (see :func:`resolve_precision`).
-    :param batch_size: The most pairs in one forward pass; `None`: 32 on the CPU, 128 on a GPU (on an H200,
-        where the CPU's tokenizing and kernel launches bound the speed, 128 gave 1.37x the pairs/s of 32).
+    :param batch_size: The most pairs in one forward pass; `None`: on the CPU 16 with torch, 8 with an exported
+        backend and 4 in int8 (see :data:`CPU_BATCH_SIZE`); 128 on a GPU (on an H200, where the CPU's
+        tokenizing and kernel launches bound the speed, 128 gave 1.37x the pairs/s of 32).
     :param max_length: The most tokens per pair; `None` takes the model's real limit. A longer value is
         clamped to that limit with a warning.
     :param max_batch_tokens: If set, a batch also holds at most this many (padded) tokens, so that batches

@@ -201,7 +201,7 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
         grid = []
         for setting in _grid(options):
             per_query = per_query_ndcg10(qrels, _rankings(setting, per_depth[setting.depth], passage_logits))
-            grid.append({**asdict(setting), **_summary(per_query, first)})
+            grid.append({**asdict(setting), **gain_summary(per_query, first)})
         best = _best(grid, options.selection)
         best_alone = _best([g for g in grid if g["fusion"] is None], options.selection)
         result["first_stages"][stage.name] = {
@@ -270,10 +270,14 @@ def _rankings(
     return rankings
 
 
-def _summary(per_query: dict[str, float], first: dict[str, float]) -> dict[str, float | None]:
+def gain_summary(per_query: dict[str, float], first: dict[str, float]) -> dict[str, float | None]:
     """
     Mean nDCG@10, and the mean per-query gain over the first stage with its one-sided 90% lower bound
     (`None` with fewer than two queries: no spread to measure).
+
+    :param per_query: nDCG@10 per query of the reranked lists.
+    :param first: nDCG@10 per query of the first stage (the queries counted).
+    :returns: `{"ndcg@10", "gain", "gain_lcb"}`, rounded to 4 places.
     """
     gains = [per_query[q] - first[q] for q in first]
     mean_gain = statistics.fmean(gains)

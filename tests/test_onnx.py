@@ -397,13 +397,19 @@ def _tiny_classifier(kind: str):  # type: ignore[no-untyped-def]
         config = transformers.DistilBertConfig(vocab_size=50, num_labels=1, **shape)
         return transformers.DistilBertForSequenceClassification(config).eval()
     layers = {"num_hidden_layers": 2, "initializer_range": 0.2, "vocab_size": 50}
-    if kind == "roberta":
+    if kind in ("roberta", "xlm-roberta"):
         config = transformers.RobertaConfig(**size, **layers, pad_token_id=1, max_position_embeddings=70)
+        if kind == "xlm-roberta":
+            config = transformers.XLMRobertaConfig(**config.to_dict())
+            return transformers.XLMRobertaForSequenceClassification(config).eval()
         return transformers.RobertaForSequenceClassification(config).eval()
+    if kind == "electra":
+        config = transformers.ElectraConfig(**size, **layers, embedding_size=16)
+        return transformers.ElectraForSequenceClassification(config).eval()
     return transformers.BertForSequenceClassification(transformers.BertConfig(**size, **layers)).eval()
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "electra"])
 def test_first_token_last_layer_gives_the_same_logits(kind: str) -> None:
     """The exports compute the last layer for the first token only (the head reads nothing else): the same
     logits as the whole model, on a padded batch of different lengths."""
@@ -418,7 +424,7 @@ def test_first_token_last_layer_gives_the_same_logits(kind: str) -> None:
     attention_mask = torch.ones_like(input_ids)
     for row, length in enumerate([24, 20, 9, 3, 15]):
         attention_mask[row, length:] = 0
-        input_ids[row, length:] = 1 if kind == "roberta" else 0
+        input_ids[row, length:] = 1 if "roberta" in kind else 0
     with torch.inference_mode():
         expected = full(input_ids=input_ids, attention_mask=attention_mask).logits
         got = cut(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -427,6 +433,12 @@ def test_first_token_last_layer_gives_the_same_logits(kind: str) -> None:
     assert len({round(v, 3) for v in expected.view(-1).tolist()}) == 5  # distinct logits: a real comparison
     assert torch.allclose(got, expected, atol=1e-5), (got.view(-1), expected.view(-1))
     assert torch.allclose(unpadded, expected[:1], atol=1e-5)
+    # The layer takes the model's 4-D mask, or a plain (batch, keys) one: the same rows either way.
+    layer, hidden = cut.base_model.encoder.layer[-1], torch.randn(5, 24, 32, generator=generator)
+    with torch.inference_mode():
+        plain = layer(hidden, attention_mask)
+        four_d = layer(hidden, attention_mask.bool()[:, None, None, :].expand(5, 1, 24, 24))
+    assert plain.shape == (5, 1, 32) and torch.allclose(plain, four_d, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["distilbert", "megatron-bert"])

@@ -148,11 +148,11 @@ def test_tune_reuses_cached_queries_and_scores_only_new_ones(
 
 
 def test_lcb_prefers_a_gain_that_holds_across_queries() -> None:
-    from haystack_crossrerank.tuning import _best, _summary
+    from haystack_crossrerank.tuning import _best, gain_summary
 
     first = {f"q{i}": 0.5 for i in range(10)}
-    steady = _summary({q: 0.55 for q in first}, first)  # +0.05 on every query
-    lucky = _summary({q: (1.0 if q in ("q0", "q1") else 0.45) for q in first}, first)  # +0.5 twice, -0.05 else
+    steady = gain_summary({q: 0.55 for q in first}, first)  # +0.05 on every query
+    lucky = gain_summary({q: (1.0 if q in ("q0", "q1") else 0.45) for q in first}, first)  # +0.5 twice, -0.05 else
     assert lucky["gain"] > steady["gain"] and lucky["gain_lcb"] < steady["gain_lcb"]
     grid = [
         {**steady, "name": "steady", "depth": 10, "max_passages": None},
