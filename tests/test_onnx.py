@@ -477,3 +477,60 @@ def test_first_token_matmuls_are_the_one_token_ones() -> None:
     assert int8.first_token_matmuls(names) == [names[1], *names[4:]]
     whole = [name.replace("first_token_layer.", "") for name in names]
     assert int8.first_token_matmuls(whole) == [], "an export without the first-token layer keeps every MatMul"
+
+
+def _fed_by_fake_quantize(path: Path) -> dict[str, bool]:
+    """Each weight MatMul of an OpenVINO model (by its module name): is any input a FakeQuantize?"""
+    import openvino
+
+    graph = openvino.Core().read_model(str(path))
+    return {
+        op.get_friendly_name().split("/")[0].removeprefix("__module."): any(
+            port.get_node().get_type_name() == "FakeQuantize" for port in op.input_values()
+        )
+        for op in graph.get_ops()
+        if op.get_type_name() == "MatMul"
+    }
+
+
+def test_quantize_openvino_keeps_the_matmuls_asked_for_in_floating_point(tiny_model: Path, cache_home: Path) -> None:
+    scorer = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    scorer.load()
+    assert scorer.export_folder is not None
+    source = exported.model_file(scorer.export_folder, "openvino")
+    calibration = [features for _, features in scorer._batches(random_pairs(32, seed=0), 16, scorer.max_length)]
+    ffn_out = "bert.encoder.layer.0.output.dense"
+
+    kept = int8.quantize_openvino(source, cache_home / "plain" / "model.int8.xml", calibration)
+    assert _fed_by_fake_quantize(cache_home / "plain" / "model.int8.xml")[ffn_out]
+    assert not any(ffn_out + "/" in name for name in kept)
+
+    target = cache_home / "ffn" / "model.int8.xml"
+    kept = int8.quantize_openvino(source, target, calibration, keep_float=lambda name: ffn_out + "/" in name)
+    fed = _fed_by_fake_quantize(target)
+    assert not fed[ffn_out], "the MatMul that keep_float accepts stays in floating point"
+    assert fed["bert.encoder.layer.0.intermediate.dense"] and fed["bert.encoder.layer.0.attention.self.query"]
+    assert [name for name in kept if ffn_out + "/" in name] == [f"__module.{ffn_out}/aten::linear/MatMul"]
+    assert any("classifier" in name for name in kept), "the head stays in floating point as always"
+
+
+def test_quantize_openvino_passes_the_smooth_quant_strength(
+    tiny_model: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nncf
+
+    scorer = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    scorer.load()
+    assert scorer.export_folder is not None
+    source = exported.model_file(scorer.export_folder, "openvino")
+    seen: list[object] = []
+
+    def recording(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["advanced_parameters"])
+        return model
+
+    monkeypatch.setattr(nncf, "quantize", recording)
+    int8.quantize_openvino(source, cache_home / "a" / "m.xml", [], smooth_quant_alpha=-1.0)
+    int8.quantize_openvino(source, cache_home / "b" / "m.xml", [])
+    assert seen[0].smooth_quant_alphas.matmul == -1.0  # type: ignore[attr-defined]
+    assert seen[1] is None, "without a strength, NNCF's own default applies"

@@ -23,6 +23,7 @@ from haystack_crossrerank.exported.int8 import (
     int8_path,
     int8_report,
     pairs_digest,
+    quantize_openvino,
     spearman,
 )
 from haystack_crossrerank.exported.runtime import (
@@ -53,6 +54,7 @@ __all__ = [
     "model_file",
     "model_fingerprint",
     "pairs_digest",
+    "quantize_openvino",
     "require_runtime",
     "resolve_backend",
     "resolve_backend_precision",

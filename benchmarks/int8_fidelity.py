@@ -1,0 +1,185 @@
+"""How much OpenVINO int8 changes the rankings, measured on SciFact *train* claims (never on test).
+
+The int8 gate (`crossrerank quantize`) checks the Spearman correlation of int8 scores against fp32 on pairs; this
+benchmark asks the question a user of the rankings asks: does int8 change the top 10, and what does that do to
+nDCG@10? It takes --queries train claims that the calibration does not draw from, their BM25 top --depth
+candidates, ranks them with the exact OpenVINO model (fp32) and with the int8 model of each recipe, in document
+and in passage mode (sentence windows), and prints per recipe and mode: docs/s, nDCG@10 of fp32 and int8 and
+their difference, the mean per-query |difference|, the queries whose nDCG@10 changed, the mean overlap of the two
+top 10s and the mean per-query Spearman correlation.
+
+Recipes (NNCF, the calibration pairs of `crossrerank quantize`):
+- shipped: what `crossrerank quantize --backend openvino` makes;
+- ffn2_float: also keeps every layer's feed-forward output projection (the MatMul after GELU) in floating point;
+- smooth_quant_off: SmoothQuant off (NNCF's default strength is 0.95).
+
+    python benchmarks/int8_fidelity.py --data-dir ../shared/data --json results/int8_fidelity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# name -> (keep_float, smooth_quant_alpha) for haystack_crossrerank.exported.int8.quantize_openvino
+RECIPES: dict[str, tuple[Callable[[str], bool] | None, float | None]] = {
+    "shipped": (None, None),
+    "ffn2_float": (lambda name: ".output.dense" in name and ".attention." not in name, None),
+    "smooth_quant_off": (None, -1.0),
+}
+MODES = ("document", "windows")
+
+
+def train_claims(data_dir: str, count: int, skip: int, seed: int) -> tuple[Any, list[str]]:
+    """Train claims with relevance judgements, after the first `skip` of the calibration's shuffle."""
+    from haystack_crossrerank.data.beir import load_beir
+
+    data = load_beir(data_dir, "train", dataset="scifact")
+    ids = sorted(data.queries)
+    random.Random(seed).shuffle(ids)
+    chosen = [q for q in ids[skip:] if data.qrels.get(q)][:count]
+    if len(chosen) < count:
+        sys.exit(f"SciFact train has {len(chosen)} judged claims after the first {skip}, but --queries is {count}")
+    return data, chosen
+
+
+def rank_all(ranker: Any, data: Any, candidates: dict[str, list[tuple[str, float]]]) -> tuple[dict, float]:
+    """Every claim's candidates scored by a ranker: ({query: {doc: score}}, seconds)."""
+    from haystack import Document
+
+    scores: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    for query_id, found in candidates.items():
+        docs = [
+            Document(id=doc_id, content=data.corpus[doc_id]["text"], meta={"title": data.corpus[doc_id]["title"]})
+            for doc_id, _ in found
+        ]
+        ranked = ranker.run(query=data.queries[query_id], documents=docs)["documents"]
+        scores[query_id] = {d.id: float(d.score) for d in ranked}
+    return scores, time.perf_counter() - started
+
+
+def compare(qrels: dict, exact: dict, quantized: dict) -> dict[str, float]:
+    """Ranking agreement of two score tables over the same candidates."""
+    from scipy.stats import spearmanr
+
+    from haystack_crossrerank.evaluation import evaluate_rankings
+
+    def ndcg(scores: dict[str, float], query_id: str) -> float:
+        ranking = sorted(scores, key=lambda d: -scores[d])
+        return float(evaluate_rankings({query_id: qrels[query_id]}, {query_id: ranking})["ndcg@10"])
+
+    def top10(scores: dict[str, float]) -> set[str]:
+        return set(sorted(scores, key=lambda d: -scores[d])[:10])
+
+    before = {q: ndcg(exact[q], q) for q in exact}
+    after = {q: ndcg(quantized[q], q) for q in exact}
+    deltas = [after[q] - before[q] for q in exact]
+    return {
+        "ndcg@10_fp32": statistics.fmean(before.values()),
+        "ndcg@10_int8": statistics.fmean(after.values()),
+        "delta": statistics.fmean(deltas),
+        "mean_abs_delta_per_query": statistics.fmean(abs(d) for d in deltas),
+        "queries_changed": sum(abs(d) > 1e-9 for d in deltas),
+        "top10_overlap": statistics.fmean(len(top10(exact[q]) & top10(quantized[q])) / 10 for q in exact),
+        "spearman_per_query": statistics.fmean(
+            float(spearmanr([exact[q][d] for d in exact[q]], [quantized[q][d] for d in exact[q]])[0]) for q in exact
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--model", default=None, help="default: the project's built offline model")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--pairs", type=int, default=256, help="calibration pairs, as `crossrerank quantize`")
+    parser.add_argument("--skip", type=int, default=100, help="shuffled train claims left to the calibration")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {list(RECIPES)}")
+    parser.add_argument("--json", default="results/int8_fidelity.json")
+    args = parser.parse_args()
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown:
+        sys.exit(f"--recipes must name recipes from {list(RECIPES)}, but got {unknown}")
+
+    from haystack_crossrerank import CrossEncoderRanker
+    from haystack_crossrerank.exported import RuntimeSession, beir_calibration_pairs, model_file, quantize_openvino
+    from haystack_crossrerank.offline import built_model_dir
+    from haystack_crossrerank.training.mining import bm25_candidates_for
+
+    model = args.model or str(built_model_dir("minilm"))
+    seed = 42  # the calibration's shuffle, so that --skip leaves its claims out
+    if args.skip < 2 * args.pairs // 10 + 8:
+        sys.exit(
+            f"--skip must be >= {2 * args.pairs // 10 + 8} (the claims the calibration draws from), got {args.skip}"
+        )
+    data, claims = train_claims(args.data_dir, args.queries, args.skip, seed)
+    candidates = bm25_candidates_for(data, claims, args.depth)
+    calibration_pairs, _ = beir_calibration_pairs(args.data_dir, count=args.pairs, seed=seed)
+    assert not {data.queries[q] for q in claims} & {query for query, _ in calibration_pairs}
+
+    rankers = {}
+    exact: dict[str, dict] = {}
+    for mode in MODES:
+        rankers[mode] = CrossEncoderRanker(
+            model=model, backend="openvino", precision="fp32", passages=mode, meta_fields_to_embed=["title"]
+        )
+        rankers[mode].top_k = args.depth
+        rankers[mode].warm_up()
+        exact[mode], seconds = rank_all(rankers[mode], data, candidates)
+        print(f"fp32, {mode}: {args.queries * args.depth / seconds:.1f} docs/s", flush=True)
+    scorer = rankers["document"].scorer
+    assert scorer is not None and scorer.export_folder is not None
+    calibration = [features for _, features in scorer._batches(calibration_pairs, 16, scorer.max_length)]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for recipe in recipes:
+            keep_float, alpha = RECIPES[recipe]
+            target = Path(tmp) / recipe / "model.int8.xml"
+            target.parent.mkdir()
+            floating = quantize_openvino(
+                model_file(scorer.export_folder, "openvino"),
+                target,
+                calibration,
+                keep_float=keep_float,
+                smooth_quant_alpha=alpha,
+            )
+            for mode in MODES:
+                # The fp32 ranker's scorer, with the int8 model in place of the exact one (same tokenization).
+                mode_scorer = rankers[mode].scorer
+                assert mode_scorer is not None
+                mode_scorer.model = RuntimeSession("openvino", target, precision="int8")
+                mode_scorer.precision, mode_scorer.batch_size = "int8", 4  # the scorer's int8 default
+                scores, seconds = rank_all(rankers[mode], data, candidates)
+                row = {"recipe": recipe, "mode": mode, "floating_matmuls": len(floating)}
+                row |= {"docs_per_s": args.queries * args.depth / seconds, **compare(data.qrels, exact[mode], scores)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    print(f"\n{args.queries} SciFact train claims, BM25 top {args.depth}, model {model}; int8 against OpenVINO fp32")
+    print("recipe | mode | docs/s | nDCG@10 fp32 | int8 | delta | mean abs delta | changed | top-10 overlap | Spearman")
+    for row in rows:
+        print(
+            f"{row['recipe']} | {row['mode']} | {row['docs_per_s']:.1f} | {row['ndcg@10_fp32']:.4f} | "
+            f"{row['ndcg@10_int8']:.4f} | {row['delta']:+.4f} | {row['mean_abs_delta_per_query']:.4f} | "
+            f"{row['queries_changed']} | {row['top10_overlap']:.3f} | {row['spearman_per_query']:.4f}"
+        )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    report = {"model": model, "queries": args.queries, "depth": args.depth, "claims": claims, "rows": rows}
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
