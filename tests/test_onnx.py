@@ -511,7 +511,7 @@ def test_quantize_openvino_keeps_the_matmuls_asked_for_in_floating_point(tiny_mo
     assert not fed[ffn_out], "the MatMul that keep_float accepts stays in floating point"
     assert fed["bert.encoder.layer.0.intermediate.dense"] and fed["bert.encoder.layer.0.attention.self.query"]
     assert [name for name in kept if ffn_out + "/" in name] == [f"__module.{ffn_out}/aten::linear/MatMul"]
-    assert any("classifier" in name for name in kept), "the head stays in floating point as always"
+    assert any("classifier" in name for name in kept), "with the first-token layer, the head stays in floating point"
 
 
 def test_quantize_openvino_passes_the_smooth_quant_strength(
@@ -531,6 +531,30 @@ def test_quantize_openvino_passes_the_smooth_quant_strength(
 
     monkeypatch.setattr(nncf, "quantize", recording)
     int8.quantize_openvino(source, cache_home / "a" / "m.xml", [], smooth_quant_alpha=-1.0)
-    int8.quantize_openvino(source, cache_home / "b" / "m.xml", [])
+    int8.quantize_openvino(source, cache_home / "b" / "m.xml", [], smooth_quant_alpha=0.5)
+    int8.quantize_openvino(source, cache_home / "c" / "m.xml", [])
     assert seen[0].smooth_quant_alphas.matmul == -1.0  # type: ignore[attr-defined]
-    assert seen[1] is None, "without a strength, NNCF's own default applies"
+    assert seen[1].smooth_quant_alphas.matmul == 0.5  # type: ignore[attr-defined]
+    assert seen[2] is None, "without a strength, NNCF's own default applies"
+
+
+def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": " ".join(rng.choices(WORDS, k=12)) + " ." for i in range(30)}
+    queries = {f"q{i}": f"claim {i} " + " ".join(rng.choices(WORDS, k=3)) for i in range(30)}
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items())
+    )
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    rows = "".join(f"q{i}\td{i}\t1\n" for i in range(30))
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+
+    drawn = int8.calibration_query_ids(queries, count=8, depth=2)
+    assert len(drawn) == 2 * 8 // 2 + 8 and len(set(drawn)) == len(drawn)
+    assert drawn != int8.calibration_query_ids(queries, count=8, depth=2, seed=7), "the seed decides the draw"
+    calibration, held = int8.beir_calibration_pairs(folder, count=8, depth=2)
+    used = {query for query, _ in calibration + held}
+    assert used <= {queries[q] for q in drawn}
+    assert len(used) > 1

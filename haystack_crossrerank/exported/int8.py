@@ -305,20 +305,25 @@ def quantize_openvino(
     """
     Quantize an OpenVINO export to int8 with NNCF (transformer preset), without a gate: what
     :func:`calibrate_int8` runs for OpenVINO, with the knobs that `benchmarks/int8_fidelity.py` compares.
+    Attention always stays in floating point, and so do, in an export with the first-token last layer, that
+    layer's one-token projections and the head (:func:`first_token_matmuls`). What stays in floating point runs
+    at the runtime's inference precision (for int8 models bf16, where the CPU has it: :class:`RuntimeSession`).
 
     :param source: The fp32 model (`.xml`).
     :param target: Where to write the int8 model (`.xml`, with its `.bin`).
     :param calibration: Batches of model inputs whose activation ranges set the scales.
-    :param keep_float: Also keeps in floating point the weight MatMuls whose OpenVINO names it accepts (attention,
-        the first-token layer's one-token projections and the head always stay there).
+    :param keep_float: Also keeps in floating point the MatMuls with weights whose OpenVINO names it accepts.
     :param smooth_quant_alpha: NNCF's SmoothQuant strength for MatMuls (negative: off); `None`: NNCF's default
-        (0.95), which measured best here (0.5 and off both lowered the ranking agreement with fp32).
-    :returns: The names of the weight MatMuls left in floating point.
+        (0.95). On SciFact train claims, 0.5 and off both changed the rankings more; 1.0 no less.
+    :returns: The names of the MatMuls with weights left in floating point.
+    :raises ImportError: If OpenVINO or NNCF is missing (naming the `openvino` extra).
     """
     openvino = require_runtime("openvino")
     nncf = require("nncf", "openvino")
     model = openvino.Core().read_model(str(source))
-    weight_matmuls = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "MatMul"]
+    between_activations = set(openvino_activation_matmuls(model))
+    matmuls = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "MatMul"]
+    weight_matmuls = [name for name in matmuls if name not in between_activations]
     floating = set(first_token_matmuls(weight_matmuls))
     if keep_float is not None:
         floating |= {name for name in weight_matmuls if keep_float(name)}
@@ -333,14 +338,38 @@ def quantize_openvino(
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),  # batches, all of them
         ignored_scope=nncf.IgnoredScope(
-            names=sorted(floating | set(openvino_activation_matmuls(model))),
+            names=sorted(floating | between_activations),
             types=["ScaledDotProductAttention"],
             validate=False,
         ),
         advanced_parameters=advanced,
     )
     openvino.save_model(quantized, str(target), compress_to_fp16=False)
-    return sorted(floating & set(weight_matmuls))
+    return sorted(floating)
+
+
+def _calibration_query_count(available: int, count: int, depth: int) -> int:
+    # A document gives one whole-text pair and about four window pairs: 2 * count / 5 queries at depth 10 is
+    # enough, with room to spare.
+    return min(available, max(4, (2 * count) // max(depth, 1) + 8))
+
+
+def calibration_query_ids(query_ids: Iterable[str], *, count: int = 256, depth: int = 10, seed: int = 42) -> list[str]:
+    """
+    The train queries that :func:`beir_calibration_pairs` draws its calibration and held-out pairs from, for
+    the same arguments: queries outside them are free for measuring the int8 model.
+
+    :param query_ids: The train split's query ids.
+    :param count: As in :func:`beir_calibration_pairs`.
+    :param depth: As in :func:`beir_calibration_pairs`.
+    :param seed: As in :func:`beir_calibration_pairs`.
+    :returns: The drawn query ids, in the order they are drawn.
+    """
+    import random
+
+    ids = sorted(query_ids)
+    random.Random(seed).shuffle(ids)
+    return ids[: _calibration_query_count(len(ids), count, depth)]
 
 
 def beir_calibration_pairs(
@@ -372,10 +401,7 @@ def beir_calibration_pairs(
     query_ids = sorted(data.queries)
     rng = random.Random(seed)
     rng.shuffle(query_ids)
-    # A document gives one whole-text pair and about four window pairs: 2 * count / 5 queries at depth 10 is
-    # enough, with room to spare.
-    wanted = min(len(query_ids), max(4, (2 * count) // max(depth, 1) + 8))
-    chosen = query_ids[:wanted]
+    chosen = query_ids[: _calibration_query_count(len(query_ids), count, depth)]
     ranker = text_ranker()
     ranker.passages = "windows"
     candidates = bm25_candidates_for(data, chosen, depth)
