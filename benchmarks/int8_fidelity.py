@@ -146,9 +146,13 @@ def main() -> None:
     fp32_speed = {}
     for mode in MODES:
         rankers[mode] = CrossEncoderRanker(
-            model=model, backend="openvino", precision="fp32", passages=mode, meta_fields_to_embed=["title"]
+            model=model,
+            backend="openvino",
+            precision="fp32",
+            passages=mode,
+            meta_fields_to_embed=["title"],
+            top_k=args.depth,
         )
-        rankers[mode].top_k = args.depth
         rankers[mode].warm_up()
         exact[mode], seconds = rank_all(rankers[mode], data, candidates)
         fp32_speed[mode] = documents / seconds
