@@ -13,7 +13,10 @@ same calibration pairs as `crossrerank quantize`; what a recipe keeps in floatin
 shipped int8 model (OpenVINO's inference precision for int8 models on a CPU with bf16). Recipes:
 - shipped: what `crossrerank quantize --backend openvino` makes;
 - ffn2_float: also keeps every layer's feed-forward output projection (the MatMul after GELU) in floating point;
-- smooth_quant_off: SmoothQuant off (NNCF's default strength is 0.95).
+- smooth_quant_off: SmoothQuant off (NNCF's default strength is 0.95);
+- installed: the int8 model that `crossrerank quantize` left in the export cache, as it is (e.g. the distilled
+  one that `crossrerank quantize --distil` makes, which takes tens of minutes, so it is not remade here); the
+  measured claims are checked against the distillation's too.
 
     python benchmarks/int8_fidelity.py --data-dir ../shared/data --json results/int8_fidelity.json
 """
@@ -37,6 +40,7 @@ RECIPES: dict[str, tuple[Callable[[str], bool] | None, float | None]] = {
     "ffn2_float": (lambda name: ".output.dense" in name and ".attention." not in name, None),
     "smooth_quant_off": (None, -1.0),
 }
+INSTALLED = "installed"
 MODES = ("document", "windows")
 
 
@@ -108,19 +112,22 @@ def main() -> None:
     parser.add_argument(
         "--skip", type=int, default=100, help="train claims (in the calibration's shuffle) left out; must cover its own"
     )
-    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {list(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {[*RECIPES, INSTALLED]}")
     parser.add_argument("--json", default="results/int8_fidelity.json")
     args = parser.parse_args()
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    unknown = sorted(set(recipes) - set(RECIPES))
+    unknown = sorted(set(recipes) - {*RECIPES, INSTALLED})
     if unknown:
-        sys.exit(f"--recipes must name recipes from {list(RECIPES)}, but got {unknown}")
+        sys.exit(f"--recipes must name recipes from {[*RECIPES, INSTALLED]}, but got {unknown}")
 
     from haystack_crossrerank import CrossEncoderRanker
     from haystack_crossrerank.exported import (
         RuntimeSession,
         beir_calibration_pairs,
         calibration_query_ids,
+        distillation_query_ids,
+        int8_path,
+        int8_report,
         model_file,
         quantize_openvino,
     )
@@ -136,6 +143,12 @@ def main() -> None:
         sys.exit(
             f"--skip {args.skip} leaves {len(drawn & set(claims))} of the calibration's {len(drawn)} claims among "
             "the measured ones: pass a larger --skip"
+        )
+    distilled = set(distillation_query_ids(data.queries, count=args.pairs, seed=seed)) & set(claims)
+    if distilled:
+        sys.exit(
+            f"{len(distilled)} of the measured claims are among the ones int8 distillation trains on "
+            "(int8.RESERVED_QUERIES): pass a smaller --skip or --queries"
         )
     candidates = bm25_candidates_for(data, claims, args.depth)
     documents = sum(len(found) for found in candidates.values())
@@ -164,16 +177,23 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in recipes:
-            keep_float, alpha = RECIPES[recipe]
-            target = Path(tmp) / recipe / "model.int8.xml"
-            target.parent.mkdir()
-            floating = quantize_openvino(
-                model_file(scorer.export_folder, "openvino"),
-                target,
-                calibration,
-                keep_float=keep_float,
-                smooth_quant_alpha=alpha,
-            )
+            if recipe == INSTALLED:
+                installed = int8_report(scorer.export_folder, "openvino")
+                if installed is None or not installed.passed:
+                    sys.exit(f"no int8 model that passed the gate in {scorer.export_folder}: run crossrerank quantize")
+                target, floating = int8_path(scorer.export_folder, "openvino"), None
+                print(f"installed int8 model: {installed.method}, gate Spearman {installed.spearman}", flush=True)
+            else:
+                keep_float, alpha = RECIPES[recipe]
+                target = Path(tmp) / recipe / "model.int8.xml"
+                target.parent.mkdir()
+                floating = quantize_openvino(
+                    model_file(scorer.export_folder, "openvino"),
+                    target,
+                    calibration,
+                    keep_float=keep_float,
+                    smooth_quant_alpha=alpha,
+                )
             for mode in MODES:
                 # The fp32 ranker's scorer, with the int8 model in place of the exact one (same tokenization).
                 mode_scorer = rankers[mode].scorer
@@ -181,7 +201,7 @@ def main() -> None:
                 mode_scorer.model = RuntimeSession("openvino", target, precision="int8")
                 mode_scorer.precision, mode_scorer.batch_size = "int8", EXPORTED_CPU_INT8_BATCH_SIZE
                 scores, seconds = rank_all(rankers[mode], data, candidates)
-                row = {"recipe": recipe, "mode": mode, "floating_matmuls": len(floating)}
+                row = {"recipe": recipe, "mode": mode, "floating_matmuls": None if floating is None else len(floating)}
                 row |= {"docs_per_s": documents / seconds, **compare(data.qrels, exact[mode], scores)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

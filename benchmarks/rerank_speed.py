@@ -75,6 +75,7 @@ def run_row(name: str, model: str, payload: dict[str, Any], passages: str = "doc
         for q, docs in payload["candidates"].items()
     }
     score: Callable[[str, list[Document]], dict[str, float]]
+    int8_method = None
     if name in OURS:
         from haystack_crossrerank import CrossEncoderRanker
 
@@ -82,6 +83,9 @@ def run_row(name: str, model: str, payload: dict[str, Any], passages: str = "doc
             model=model, top_k=1000, meta_fields_to_embed=["title"], passages=passages, **OURS[name]
         )
         ranker.warm_up()
+        report = ranker.scorer.int8_report if ranker.scorer is not None else None
+        if report is not None and ranker.scorer is not None and ranker.scorer.precision == "int8":
+            int8_method = report.method  # "calibrated" or "distilled" (crossrerank quantize --distil)
         score = lambda q, docs: {d.id: d.score or 0.0 for d in ranker.run(query=q, documents=docs)["documents"]}  # noqa: E731
     elif name.startswith("peer_"):
         from haystack_integrations.components.rankers.sentence_transformers import SentenceTransformersSimilarityRanker
@@ -137,6 +141,7 @@ def run_row(name: str, model: str, payload: dict[str, Any], passages: str = "doc
         pairs += len(candidates[q])
     return {
         "row": name,
+        "int8_method": int8_method,
         "pairs": pairs,
         "seconds": sum(latencies) / 1000,
         "latencies_ms": latencies,
@@ -159,7 +164,7 @@ def summarise(results: list[dict[str, Any]], payload: dict[str, Any]) -> list[di
         ndcg = evaluate_rankings(payload["qrels"], rankings)["ndcg@10"]
         row: dict[str, Any] = {
             "row": result["row"],
-            "engine": ROWS[result["row"]],
+            "engine": ROWS[result["row"]] + (f" [{result['int8_method']}]" if result.get("int8_method") else ""),
             "pairs_per_s": result["pairs"] / result["seconds"],
             "ms_p50": statistics.median(result["latencies_ms"]),
             "ms_p95": statistics.quantiles(result["latencies_ms"], n=20)[18],

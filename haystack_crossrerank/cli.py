@@ -265,17 +265,29 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from haystack_crossrerank.exported import INT8_MIN_SPEARMAN, beir_calibration_pairs
+    from haystack_crossrerank.exported import INT8_MIN_SPEARMAN, beir_calibration_pairs, beir_distillation_pairs
     from haystack_crossrerank.scoring import CrossEncoderScorer
 
     data_dir = resolve_data_dir(args.data_dir)
     if data_dir is None:
         raise SystemExit("crossrerank quantize calibrates on a BEIR set's train queries: pass --data-dir")
     model = args.model or str(_default_model_or_exit(data_dir=args.data_dir))
+    distil = args.backend == "openvino" if args.distil is None else args.distil
+    if distil and args.backend != "openvino":
+        raise SystemExit(f"--distil makes OpenVINO int8 models only, but --backend is {args.backend}")
     calibration, held = beir_calibration_pairs(data_dir, dataset=args.dataset, count=args.pairs, seed=args.seed)
+    distil_pairs, settings = None, None
+    if distil:
+        from haystack_crossrerank.exported.distil import DistilSettings
+
+        settings = DistilSettings(epochs=args.distil_epochs, learning_rate=args.distil_lr, seed=args.seed)
+        distil_pairs = beir_distillation_pairs(
+            data_dir, dataset=args.dataset, queries=args.distil_queries, calibration_count=args.pairs, seed=args.seed
+        )
     scorer = CrossEncoderScorer(model, backend=args.backend, precision="fp32", device="cpu")
-    report = scorer.calibrate_int8(calibration, held)
+    report = scorer.calibrate_int8(calibration, held, distil_pairs=distil_pairs, distil_settings=settings)
     summary: dict[str, Any] = {"model": model, "export": str(scorer.export_folder), **asdict(report)}
+    summary.update({f"distillation_{k}": v for k, v in (summary.pop("distillation") or {}).items()})
     title = f"int8 calibration, {args.backend} ({args.dataset} train; gate: Spearman >= {INT8_MIN_SPEARMAN})"
     _print_metrics(title, summary)
     if not report.passed:

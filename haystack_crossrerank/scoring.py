@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from haystack_crossrerank.checks import check_int
+from haystack_crossrerank.exported.distil import DistilSettings, DistilStats
 from haystack_crossrerank.exported.int8 import Int8Report
 from haystack_crossrerank.exported.runtime import EXPORTED_PAD_MULTIPLE, check_backend, resolve_backend
 from haystack_crossrerank.hardware import (
@@ -152,6 +153,7 @@ class CrossEncoderScorer:
         self.backend = backend  # "auto" is resolved when the model loads
         self.export_folder: Path | None = None
         self.int8_report: Int8Report | None = None
+        self._load_weights: Callable[[], Any] | None = None  # the exported backends' fp32 torch loader
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: torch.device | None = None
@@ -254,6 +256,7 @@ class CrossEncoderScorer:
             if key in ("input_ids", "attention_mask", "token_type_ids")
         }
         export = exported.export_model(load_weights, folder, backend=self.backend, example=example)
+        self._load_weights = load_weights
         precision = exported.resolve_backend_precision(self.backend, self.requested_precision)
         path = exported.model_file(export, self.backend)
         if precision == "int8":
@@ -268,6 +271,10 @@ class CrossEncoderScorer:
         held_pairs: Sequence[tuple[str, str]],
         *,
         batch_size: int = 16,
+        distil_pairs: Sequence[tuple[str, str]] | None = None,
+        distil_settings: DistilSettings | None = None,
+        distil_batch_size: int = 8,
+        show_progress: bool = True,
     ) -> Int8Report:
         """
         Make the calibrated int8 copy of this exported model, keep it only if it passes the gate, and use it if so.
@@ -277,8 +284,16 @@ class CrossEncoderScorer:
         :param held_pairs: Other pairs, scored by fp32 and int8: the int8 copy is kept only if the Spearman
             correlation of the two is at least :data:`haystack_crossrerank.exported.INT8_MIN_SPEARMAN`.
         :param batch_size: Pairs per calibration batch.
+        :param distil_pairs: OpenVINO only: in-domain pairs (none of the held ones) to train the int8 model on
+            against this model's fp32 scores, after calibration (quantization-aware distillation,
+            :mod:`haystack_crossrerank.exported.distil`; `crossrerank quantize --distil`). `None`: post-training
+            quantization alone.
+        :param distil_settings: Epochs, learning rate, warm-up and seed of the distillation.
+        :param distil_batch_size: Pairs per distillation step (length-sorted batches, shuffled).
+        :param show_progress: Show a bar over the distillation's steps.
         :returns: The report (`passed`, `spearman`, ...), also stored beside the export.
-        :raises ValueError: If the scorer's backend is `"torch"`, or either pair list is empty.
+        :raises ValueError: If the scorer's backend is `"torch"`, either pair list is empty, or distillation is
+            asked for on a backend other than OpenVINO or with no pairs.
         """
         from haystack_crossrerank import exported
 
@@ -297,9 +312,31 @@ class CrossEncoderScorer:
                 f"calibrate_int8 needs calibration and held-out pairs, but got {len(calibration_pairs)} and "
                 f"{len(held_pairs)}"
             )
+        if distil_pairs is not None:
+            check_pairs(distil_pairs)
+            if not distil_pairs:
+                raise ValueError("calibrate_int8 got distil_pairs=[]: pass in-domain pairs, or None not to distil")
         self.load()
         refuse_torch()
         assert self.export_folder is not None
+        distil = None
+        if distil_pairs is not None:
+            if self.backend != "openvino":
+                raise ValueError(
+                    f"int8 distillation makes OpenVINO models, but this scorer's backend is {self.backend!r}: "
+                    "pass backend='openvino', or no distil_pairs"
+                )
+            from haystack_crossrerank.exported.distil import distil_openvino_int8
+
+            load_weights = self._load_weights
+            assert load_weights is not None
+            train = [features for _, features in self._batches(distil_pairs, distil_batch_size, self.max_length)]
+
+            def distil(target: Path, calibration: list[dict[str, np.ndarray]]) -> DistilStats:
+                return distil_openvino_int8(
+                    load_weights, target, calibration, train, settings=distil_settings, show_progress=show_progress
+                )
+
         calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
         held = list(self._batches(held_pairs, self.batch_size, self.max_length))
         report = exported.calibrate_int8(
@@ -308,6 +345,7 @@ class CrossEncoderScorer:
             calibration,
             held,
             counts=(len(calibration_pairs), len(held_pairs), exported.pairs_digest(calibration_pairs)),
+            distil=distil,
         )
         self.int8_report = report
         if report.passed and self.requested_precision == "int8":

@@ -538,18 +538,24 @@ def test_quantize_openvino_passes_the_smooth_quant_strength(
     assert seen[2] is None, "without a strength, NNCF's own default applies"
 
 
-def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(tmp_path: Path) -> None:
+def _tiny_beir(folder: Path, size: int, sentences: int = 1) -> dict[str, str]:
+    """A BEIR folder of `size` train queries and documents (each of `sentences` sentences); returns the queries."""
     rng = random.Random(3)
-    folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
-    docs = {f"d{i}": " ".join(rng.choices(WORDS, k=12)) + " ." for i in range(30)}
-    queries = {f"q{i}": f"claim {i} " + " ".join(rng.choices(WORDS, k=3)) for i in range(30)}
+    docs = {f"d{i}": " ".join(" ".join(rng.choices(WORDS, k=12)) + " ." for _ in range(sentences)) for i in range(size)}
+    queries = {f"q{i}": f"claim {i} " + " ".join(rng.choices(WORDS, k=3)) for i in range(size)}
     (folder / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items())
     )
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    rows = "".join(f"q{i}\td{i}\t1\n" for i in range(30))
+    rows = "".join(f"q{i}\td{i}\t1\n" for i in range(size))
     (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return queries
+
+
+def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    queries = _tiny_beir(folder, 30)
 
     drawn = int8.calibration_query_ids(queries, count=8, depth=2)
     assert len(drawn) == 2 * 8 // 2 + 8 and len(set(drawn)) == len(drawn)
@@ -558,3 +564,92 @@ def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(t
     used = {query for query, _ in calibration + held}
     assert used <= {queries[q] for q in drawn}
     assert len(used) > 1
+
+
+def test_distillation_pairs_leave_out_the_reserved_queries(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    queries = _tiny_beir(folder, int8.RESERVED_QUERIES + 12, sentences=8)
+    reserved = set(int8._shuffled(queries, 42)[: int8.RESERVED_QUERIES])
+    assert set(int8.calibration_query_ids(queries)) < reserved, "the calibration and the gate draw from the front"
+    free = int8.distillation_query_ids(queries)
+    assert len(free) == 12 and not set(free) & reserved
+    # A calibration larger than the reserved front pushes distillation past its own queries.
+    assert not set(int8.distillation_query_ids(queries, count=1024)) & set(
+        int8.calibration_query_ids(queries, count=1024)
+    )
+
+    pairs = int8.beir_distillation_pairs(folder, documents=2, windows=3, depth=5)
+    texts = {queries[q] for q in free}
+    assert {query for query, _ in pairs} == texts
+    # Per query: 2 candidates, each as the whole text and 3 of its sentence windows.
+    assert len(pairs) == 12 * 2 * 4
+    few = int8.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5)
+    assert len(few) == 3 and len({query for query, _ in few}) == 3
+    assert few == int8.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5), "seeded draws"
+    with pytest.raises(ValueError, match="documents >= 1.*documents=0"):
+        int8.beir_distillation_pairs(folder, documents=0)
+    small = tmp_path / "small"
+    _tiny_beir(small, 20)
+    with pytest.raises(ValueError, match="none after the 150 reserved"):
+        int8.beir_distillation_pairs(small)
+
+
+def test_int8_distillation_trains_is_gated_and_is_used(tiny_model: Path, cache_home: Path) -> None:
+    from haystack_crossrerank.exported.distil import DistilSettings
+
+    exact = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    exact_scores = exact.score(PAIRS)
+    train = random_pairs(8, seed=2)  # one batch, seen every epoch: its loss must fall
+    settings = DistilSettings(epochs=12, learning_rate=3e-5, warmup_ratio=0.0)
+    report = exact.calibrate_int8(
+        random_pairs(64, seed=0), random_pairs(64, seed=1), distil_pairs=train, distil_settings=settings
+    )
+    assert report.method == "distilled" and report.distillation is not None
+    assert report.distillation["steps"] == 12 and report.distillation["pairs"] == 8
+    assert report.distillation["loss_last_tenth"] < 0.8 * report.distillation["loss_first_tenth"], report.distillation
+    assert report.passed, report
+    assert exact.export_folder is not None
+    stored = exported.int8_report(exact.export_folder, "openvino")
+    assert stored == report, "the report, distillation figures included, is stored beside the export"
+
+    # The same placement as post-training int8: weight MatMuls quantized, attention and (first-token layer)
+    # the one-token projections and the head in floating point.
+    fed = _fed_by_fake_quantize(exported.int8_path(exact.export_folder, "openvino"))
+    fed = {name.removeprefix("__module."): value for name, value in fed.items()}
+    last = "bert.encoder.layer.1.first_token_layer."
+    assert fed["bert.encoder.layer.0.attention.self.query"] and fed["bert.encoder.layer.0.output.dense"]
+    assert fed["bert.encoder.layer.0.intermediate.dense"] and fed["bert.encoder.layer.0.attention.output.dense"]
+    assert fed[last + "attention.self.key"] and fed[last + "attention.self.value"]
+    for name in ("attention.self.query", "attention.output.dense", "intermediate.dense", "output.dense"):
+        assert not fed[last + name], name
+    assert not fed["bert.pooler.dense"] and not fed["classifier"]
+
+    quantized = CrossEncoderScorer(tiny_model, backend="openvino", precision="int8")
+    int8_scores = quantized.score(PAIRS)
+    assert quantized.precision == "int8" and quantized.int8_report == report
+    assert int8_scores != exact_scores, "the int8 model really runs"
+    assert exported.spearman(int8_scores, exact_scores) >= 0.9
+
+
+def test_distillation_needs_openvino_and_pairs(tiny_model: Path, cache_home: Path) -> None:
+    from haystack_crossrerank.exported.distil import DistilSettings
+
+    onnx = CrossEncoderScorer(tiny_model, backend="onnx", precision="fp32")
+    with pytest.raises(ValueError, match="distillation makes OpenVINO models.*backend is 'onnx'"):
+        onnx.calibrate_int8(PAIRS[:6], PAIRS[6:12], distil_pairs=PAIRS[:4])
+    openvino = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
+    with pytest.raises(ValueError, match=r"distil_pairs=\[\]"):
+        openvino.calibrate_int8(PAIRS[:6], PAIRS[6:12], distil_pairs=[])
+    with pytest.raises(ValueError, match="epochs must be at least 1, but got 0"):
+        DistilSettings(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number, but got -1"):
+        DistilSettings(learning_rate=-1)
+    with pytest.raises(ValueError, match=r"warmup_ratio must be in \[0, 1\), but got 1"):
+        DistilSettings(warmup_ratio=1)
+
+
+def test_cli_quantize_distils_only_for_openvino(tiny_model: Path, tmp_path: Path) -> None:
+    from haystack_crossrerank.cli import main
+
+    with pytest.raises(SystemExit, match="--distil makes OpenVINO int8 models only, but --backend is onnx"):
+        main(["quantize", "--backend", "onnx", "--distil", "--model", str(tiny_model), "--data-dir", str(tmp_path)])

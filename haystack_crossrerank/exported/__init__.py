@@ -2,7 +2,8 @@
 
 - :mod:`.export`: the exports (ONNX; OpenVINO IR) and their cache;
 - :mod:`.runtime`: the two runtimes and their precisions;
-- :mod:`.int8`: calibrated int8 and its accuracy gate.
+- :mod:`.int8`: calibrated int8 and its accuracy gate;
+- :mod:`.distil`: int8 trained against the fp32 model's scores (quantization-aware distillation).
 """
 
 from haystack_crossrerank.exported.export import (
@@ -18,8 +19,10 @@ from haystack_crossrerank.exported.int8 import (
     Int8Report,
     activation_matmuls,
     beir_calibration_pairs,
+    beir_distillation_pairs,
     calibrate_int8,
     calibration_query_ids,
+    distillation_query_ids,
     int8_model,
     int8_path,
     int8_report,
@@ -45,9 +48,11 @@ __all__ = [
     "RuntimeSession",
     "activation_matmuls",
     "beir_calibration_pairs",
+    "beir_distillation_pairs",
     "calibrate_int8",
     "calibration_query_ids",
     "check_backend",
+    "distillation_query_ids",
     "export_model",
     "int8_model",
     "int8_path",

@@ -6,8 +6,9 @@ and OpenVINO's fused `ScaledDotProductAttention`. Quantizing the attention MatMu
 Spearman against fp32 from 0.9935 to 0.97 (ONNX graph); quantizing the fused operation's inputs made it
 slower, not faster (35.0 against 58.3 pairs/s, 32 pairs of 340 tokens). A gate scores held-out pairs with both
 models and refuses the int8 copy when the Spearman correlation of its scores against fp32 is below
-:data:`INT8_MIN_SPEARMAN`. OpenVINO quantizes with NNCF (transformer preset); ONNX Runtime with its static
-quantizer (QOperator, per-channel weights).
+:data:`INT8_MIN_SPEARMAN`. OpenVINO quantizes with NNCF (transformer preset), and can then train the int8 model
+against the fp32 one (:mod:`haystack_crossrerank.exported.distil`; `crossrerank quantize` does by default); ONNX
+Runtime quantizes with its static quantizer (QOperator, per-channel weights).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from haystack_crossrerank._extras import require
+from haystack_crossrerank.exported.distil import DistilStats
 from haystack_crossrerank.exported.export import FIRST_TOKEN_SCOPE, _quiet, model_file, require_runtime
 from haystack_crossrerank.exported.runtime import RuntimeSession
 
@@ -47,6 +50,10 @@ class Int8Report:
     calibration_sha256: str
     op_types: list[str]
     seconds: float
+    # "calibrated" (post-training quantization) or "distilled" (quantization-aware distillation); reports
+    # written before distillation existed have no field and were calibrated.
+    method: str = "calibrated"
+    distillation: dict[str, float] | None = None  # DistilStats, for a distilled model
 
 
 def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
@@ -164,6 +171,7 @@ def calibrate_int8(
     *,
     counts: tuple[int, int, str],
     threads: int | None = None,
+    distil: Callable[[Path, list[dict[str, np.ndarray]]], DistilStats] | None = None,
 ) -> Int8Report:
     """
     Quantize an export statically to int8 for a backend and gate it against that backend's fp32 model.
@@ -175,8 +183,14 @@ def calibrate_int8(
     :param held: (positions, inputs) batches of other pairs, scored by both models for the gate.
     :param counts: (calibration pairs, held pairs, calibration sha256), recorded in the report.
     :param threads: Threads for the gate's sessions.
+    :param distil: OpenVINO only: instead of post-training quantization, this makes the int8 model (given the
+        target `.xml` and the calibration batches), by quantization-aware distillation
+        (:func:`haystack_crossrerank.exported.distil.distil_openvino_int8`). The same gate applies.
     :returns: The report, also written to `int8-<backend>.json`; the int8 model is kept only if it passed.
+    :raises ValueError: If `distil` is given for a backend other than OpenVINO.
     """
+    if distil is not None and backend != "openvino":
+        raise ValueError(f"int8 distillation makes OpenVINO models only, but the backend is {backend!r}")
     started = time.perf_counter()
     source = model_file(export, backend)
     work = export / f".int8-{backend}.partial"
@@ -186,8 +200,11 @@ def calibrate_int8(
         require("nncf", "openvino")  # imported before logging is quietened, since it sets its own level on import
     try:
         candidate = work / _INT8_FILES[backend][0]
+        stats = None
         with _quiet():
-            if backend == "openvino":
+            if distil is not None:
+                stats = distil(candidate, calibration)
+            elif backend == "openvino":
                 quantize_openvino(source, candidate, calibration)
             else:
                 _quantize_onnxruntime(source, candidate, calibration, activation_matmuls(source))
@@ -207,6 +224,8 @@ def calibrate_int8(
             calibration_sha256=counts[2],
             op_types=["MatMul (weights)"],
             seconds=round(time.perf_counter() - started, 2),
+            method="calibrated" if stats is None else "distilled",
+            distillation=None if stats is None else asdict(stats),
         )
         for name in _INT8_FILES[backend]:  # this backend's old copy only: the other backend's stays
             (export / name).unlink(missing_ok=True)
@@ -354,6 +373,35 @@ def _calibration_query_count(available: int, count: int, depth: int) -> int:
     return min(available, max(4, (2 * count) // max(depth, 1) + 8))
 
 
+# The front of the seeded shuffle of a BEIR set's train queries is reserved: the calibration and gate pairs are
+# drawn from its start (:func:`calibration_query_ids`), and `benchmarks/int8_fidelity.py` measures the claims from
+# position 100 on. Distillation pairs (:func:`beir_distillation_pairs`) come from the queries after it.
+RESERVED_QUERIES = 150
+
+
+def _shuffled(query_ids: Iterable[str], seed: int) -> list[str]:
+    import random
+
+    ids = sorted(query_ids)
+    random.Random(seed).shuffle(ids)
+    return ids
+
+
+def distillation_query_ids(query_ids: Iterable[str], *, count: int = 256, depth: int = 10, seed: int = 42) -> list[str]:
+    """
+    The train queries that :func:`beir_distillation_pairs` draws from: those after the reserved front of the
+    shuffle (:data:`RESERVED_QUERIES`, or the calibration's draw for the same arguments where that is longer).
+
+    :param query_ids: The train split's query ids.
+    :param count: The calibration's pair count (as in :func:`beir_calibration_pairs`).
+    :param depth: The calibration's depth.
+    :param seed: The shuffle's seed, the calibration's.
+    :returns: The query ids, in shuffled order.
+    """
+    ids = _shuffled(query_ids, seed)
+    return ids[max(RESERVED_QUERIES, _calibration_query_count(len(ids), count, depth)) :]
+
+
 def calibration_query_ids(query_ids: Iterable[str], *, count: int = 256, depth: int = 10, seed: int = 42) -> list[str]:
     """
     The train queries that :func:`beir_calibration_pairs` draws its calibration and held-out pairs from, for
@@ -365,10 +413,7 @@ def calibration_query_ids(query_ids: Iterable[str], *, count: int = 256, depth: 
     :param seed: As in :func:`beir_calibration_pairs`.
     :returns: The drawn query ids, in the order they are drawn.
     """
-    import random
-
-    ids = sorted(query_ids)
-    random.Random(seed).shuffle(ids)
+    ids = _shuffled(query_ids, seed)
     return ids[: _calibration_query_count(len(ids), count, depth)]
 
 
@@ -391,8 +436,6 @@ def beir_calibration_pairs(
     """
     import random
 
-    from haystack import Document
-
     from haystack_crossrerank.data.beir import load_beir
     from haystack_crossrerank.evaluation.rerank import text_ranker
     from haystack_crossrerank.training.mining import bm25_candidates_for
@@ -409,13 +452,80 @@ def beir_calibration_pairs(
     for position, query_id in enumerate(chosen):
         query = data.queries[query_id]
         for doc_id, _ in candidates[query_id]:
-            doc = data.corpus[doc_id]
-            document = Document(content=doc["text"], meta={"title": doc["title"]})
-            texts = [ranker.document_text(document)] + [p.text for p in ranker.document_passages(document)]
-            halves[position % 2].extend((query, text) for text in texts)
+            whole, windows = _document_texts(ranker, data.corpus[doc_id])
+            halves[position % 2].extend((query, text) for text in [whole, *windows])
     if min(len(h) for h in halves) < count:
         raise ValueError(
             f"{dataset} train gives {len(halves[0])} and {len(halves[1])} pairs from {len(chosen)} queries, "
             f"but {count} are needed in each list: pass a smaller count"
         )
     return rng.sample(halves[0], count), rng.sample(halves[1], count)
+
+
+def _document_texts(ranker: Any, doc: dict[str, str]) -> tuple[str, list[str]]:
+    """A BEIR document as the shipped pipelines score it: the whole text (title and text) and its sentence windows."""
+    from haystack import Document
+
+    document = Document(content=doc["text"], meta={"title": doc["title"]})
+    return ranker.document_text(document), [p.text for p in ranker.document_passages(document)]
+
+
+def beir_distillation_pairs(
+    data_dir: str | Path,
+    *,
+    dataset: str = "scifact",
+    queries: int | None = None,
+    documents: int = 2,
+    windows: int = 6,
+    depth: int = 30,
+    calibration_count: int = 256,
+    seed: int = 42,
+) -> list[tuple[str, str]]:
+    """
+    In-domain pairs to distil an int8 model on (:mod:`haystack_crossrerank.exported.distil`): train queries
+    outside the calibration, the gate and `benchmarks/int8_fidelity.py` (:func:`distillation_query_ids`), each
+    with a few of its BM25 candidates, as whole documents and as sentence windows (what the shipped pipelines
+    score). No labels are read: the fp32 model's scores are the targets.
+
+    :param data_dir: The BEIR folder (or one holding `<dataset>/`).
+    :param dataset: The data set name.
+    :param queries: At most this many queries; `None`: all of them.
+    :param documents: Candidates per query, drawn from its BM25 top `depth`.
+    :param windows: Sentence windows per candidate, drawn from its windows (all of them if it has fewer).
+    :param depth: BM25 candidates to draw from.
+    :param calibration_count: The calibration's pair count, so that its queries are left out whatever it is.
+    :param seed: The shuffle's seed (the calibration's) and the draws'.
+    :returns: (query, text) pairs.
+    :raises ValueError: If no query is left after the reserved ones, or a count is not positive.
+    """
+    import random
+
+    from haystack_crossrerank.data.beir import load_beir
+    from haystack_crossrerank.evaluation.rerank import text_ranker
+    from haystack_crossrerank.training.mining import bm25_candidates_for
+
+    if documents < 1 or windows < 0 or depth < 1 or (queries is not None and queries < 1):
+        raise ValueError(
+            f"beir_distillation_pairs needs documents >= 1, windows >= 0, depth >= 1 and queries >= 1 or None, "
+            f"but got documents={documents}, windows={windows}, depth={depth}, queries={queries}"
+        )
+    data = load_beir(data_dir, "train", dataset=dataset)
+    chosen = distillation_query_ids(data.queries, count=calibration_count, seed=seed)[:queries]
+    if not chosen:
+        raise ValueError(
+            f"{dataset} train has {len(data.queries)} queries, none after the {RESERVED_QUERIES} reserved for "
+            "calibration, the gate and measuring: distillation needs more train queries"
+        )
+    ranker = text_ranker()
+    ranker.passages = "windows"
+    candidates = bm25_candidates_for(data, chosen, depth)
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    for query_id in chosen:
+        query = data.queries[query_id]
+        found = [doc_id for doc_id, _ in candidates[query_id]]
+        for doc_id in rng.sample(found, min(documents, len(found))):
+            whole, passages = _document_texts(ranker, data.corpus[doc_id])
+            pairs.append((query, whole))
+            pairs.extend((query, text) for text in rng.sample(passages, min(windows, len(passages))))
+    return pairs
