@@ -11,12 +11,12 @@ top 10s and the mean per-query Spearman correlation.
 Each recipe quantizes the model's OpenVINO export afresh (no gate, nothing written to the export cache), from the
 same calibration pairs as `crossrerank quantize`; what a recipe keeps in floating point runs in bf16, as in the
 shipped int8 model (OpenVINO's inference precision for int8 models on a CPU with bf16). Recipes:
-- shipped: what `crossrerank quantize --backend openvino` makes;
+- calibrated: what `crossrerank quantize --backend openvino --no-distil` makes (calibration alone);
 - ffn2_float: also keeps every layer's feed-forward output projection (the MatMul after GELU) in floating point;
 - smooth_quant_off: SmoothQuant off (NNCF's default strength is 0.95);
-- installed: the int8 model that `crossrerank quantize` left in the export cache, as it is (e.g. the distilled
-  one that `crossrerank quantize --distil` makes, which takes tens of minutes, so it is not remade here); the
-  measured claims are checked against the distillation's too.
+- installed: the int8 model that `crossrerank quantize` left in the export cache, as it is (on OpenVINO by
+  default the distilled one, which takes about 20 minutes to make here, so it is not remade); the measured
+  claims are checked against the distillation's too.
 
     python benchmarks/int8_fidelity.py --data-dir ../shared/data --json results/int8_fidelity.json
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 # name -> (keep_float, smooth_quant_alpha) for haystack_crossrerank.exported.int8.quantize_openvino
 RECIPES: dict[str, tuple[Callable[[str], bool] | None, float | None]] = {
-    "shipped": (None, None),
+    "calibrated": (None, None),
     "ffn2_float": (lambda name: ".output.dense" in name and ".attention." not in name, None),
     "smooth_quant_off": (None, -1.0),
 }
