@@ -83,9 +83,9 @@ def run_row(name: str, model: str, payload: dict[str, Any], passages: str = "doc
             model=model, top_k=1000, meta_fields_to_embed=["title"], passages=passages, **OURS[name]
         )
         ranker.warm_up()
-        report = ranker.scorer.int8_report if ranker.scorer is not None else None
-        if report is not None and ranker.scorer is not None and ranker.scorer.precision == "int8":
-            int8_method = report.method  # "calibrated" or "distilled" (crossrerank quantize --distil)
+        scorer = ranker.scorer
+        if scorer is not None and scorer.precision == "int8" and scorer.int8_report is not None:
+            int8_method = scorer.int8_report.method  # "calibrated", or "distilled" (crossrerank quantize's default)
         score = lambda q, docs: {d.id: d.score or 0.0 for d in ranker.run(query=q, documents=docs)["documents"]}  # noqa: E731
     elif name.startswith("peer_"):
         from haystack_integrations.components.rankers.sentence_transformers import SentenceTransformersSimilarityRanker

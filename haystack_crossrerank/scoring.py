@@ -312,6 +312,7 @@ class CrossEncoderScorer:
                 f"calibrate_int8 needs calibration and held-out pairs, but got {len(calibration_pairs)} and "
                 f"{len(held_pairs)}"
             )
+        check_int("distil_batch_size", distil_batch_size, minimum=1)
         if distil_pairs is not None:
             check_pairs(distil_pairs)
             if not distil_pairs:

@@ -640,6 +640,8 @@ def test_distillation_needs_openvino_and_pairs(tiny_model: Path, cache_home: Pat
     openvino = CrossEncoderScorer(tiny_model, backend="openvino", precision="fp32")
     with pytest.raises(ValueError, match=r"distil_pairs=\[\]"):
         openvino.calibrate_int8(PAIRS[:6], PAIRS[6:12], distil_pairs=[])
+    with pytest.raises(ValueError, match="`distil_batch_size` must be > 0, but got 0"):
+        openvino.calibrate_int8(PAIRS[:6], PAIRS[6:12], distil_pairs=PAIRS[:4], distil_batch_size=0)
     with pytest.raises(ValueError, match="epochs must be at least 1, but got 0"):
         DistilSettings(epochs=0)
     with pytest.raises(ValueError, match="learning_rate must be a positive number, but got -1"):
