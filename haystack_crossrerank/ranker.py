@@ -8,6 +8,7 @@ import functools
 import inspect
 import logging
 import math
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ class CrossEncoderRanker:
     Scores are `sigmoid(logit * calibration_factor)` when `scale_score` is true, else the raw logit.
     With `fusion` set, the final score combines the cross-encoder score with the retriever's incoming
     score (see :func:`haystack_crossrerank.fusion.fuse_scores`).
+
+    One ranker may be shared: `run` and `run_async` may be called from many threads and coroutines at once (two
+    branches of an `AsyncPipeline`, a web server's requests, a Ray actor with concurrency), on every backend, and
+    each call gets exactly the result it would get alone. The first calls made together load the model once.
+    What must not overlap with running calls: changing the ranker's attributes, and `calibrate_int8` on its
+    scorer.
     """
 
     def __init__(
@@ -116,7 +123,8 @@ class CrossEncoderRanker:
         :param scale_score: Return `sigmoid(logit * calibration_factor)` instead of the raw logit.
         :param calibration_factor: Multiplies the logit before the sigmoid when `scale_score` is true.
         :param score_threshold: Drop Documents whose final score is below this value (before `top_k`).
-        :param batch_size: The most pairs in one forward pass; must be > 0. `None`: 32 on the CPU, 128 on a GPU.
+        :param batch_size: The most pairs in one forward pass; must be > 0. `None`: the scorer's default by
+            backend and device (on the CPU 16 with torch, 8 with an exported backend, 4 in int8; 128 on a GPU).
         :param max_length: The most tokens per pair; `None` takes the model's limit (longer is clamped).
         :param precision: `"auto"`, `"fp32"`, `"fp16"`, `"bf16"` or `"int8"` (see `backend`).
         :param model_kwargs: Extra keyword arguments for `AutoModelForSequenceClassification.from_pretrained`.
@@ -219,6 +227,16 @@ class CrossEncoderRanker:
         self.window_stride = window_stride
         self.max_passages = max_passages
         self._scorer: CrossEncoderScorer | None = None
+        self._warm_up_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_warm_up_lock", None)  # a lock cannot be copied or pickled; each copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._warm_up_lock = threading.Lock()
 
     def _get_telemetry_data(self) -> dict[str, Any]:
         return {"model": self.model}
@@ -229,9 +247,17 @@ class CrossEncoderRanker:
         return self._scorer
 
     def warm_up(self) -> None:
-        """Load the model once. Calling it again does nothing."""
+        """
+        Load the model once. Calling it again does nothing; threads or coroutines that call it (or `run`) together
+        before the model is loaded wait for one load.
+        """
         if self._scorer is not None:
             return
+        with self._warm_up_lock:
+            if self._scorer is None:  # another thread may have loaded it while this one waited
+                self._scorer = self._load_scorer()
+
+    def _load_scorer(self) -> CrossEncoderScorer:
         scorer = CrossEncoderScorer(
             self.model,
             device=self.device.to_torch_str() if self.device is not None else None,
@@ -245,7 +271,7 @@ class CrossEncoderRanker:
             backend=self.backend,
         )
         scorer.load()
-        self._scorer = scorer
+        return scorer
 
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:

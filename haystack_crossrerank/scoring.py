@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,16 @@ class CrossEncoderScorer:
         self.activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
         self._encoder: PairEncoder | None = None
         self.attention = ""
+        self._load_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_load_lock", None)  # a lock cannot be copied or pickled; each copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
     @property
@@ -171,7 +182,8 @@ class CrossEncoderScorer:
 
     def load(self) -> None:
         """
-        Load tokenizer and model onto the device, once; later calls do nothing.
+        Load tokenizer and model onto the device, once; later calls do nothing. Threads that call it together
+        (for example the first `score` calls of several requests) wait for one load.
 
         :raises FileNotFoundError: If `model` is a local path that does not exist.
         :raises OSError: If the model or tokenizer cannot be read (not a model folder, corrupt weights,
@@ -180,6 +192,11 @@ class CrossEncoderScorer:
         """
         if self.model is not None:
             return
+        with self._load_lock:
+            if self.model is None:  # another thread may have loaded it while this one waited
+                self._load()
+
+    def _load(self) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         name = self.model_name

@@ -6,6 +6,8 @@ Measured on this project's 2-core AVX-512 CPU with MiniLM on SciFact abstracts (
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,12 @@ class RuntimeSession:
     A compiled exported model that maps model inputs (numpy int64 arrays) to logits: ONNX Runtime on the CPU
     (or CUDA where `onnxruntime-gpu` is installed), or OpenVINO on the CPU.
 
+    One session may be called from many threads at once, and each caller gets exactly the logits it would get
+    alone. ONNX Runtime's `InferenceSession.run` is thread-safe as it is. An OpenVINO infer request runs one
+    inference at a time (a second caller gets "Infer Request is busy"), so the session keeps a pool of requests
+    on the one compiled model: a caller takes an idle request, or creates one when all are busy, and gives it
+    back when its logits are copied out. The pool grows to the largest number of concurrent callers.
+
     :param backend: `"onnx"` or `"openvino"`.
     :param path: The model file (`.onnx`, or OpenVINO's `.xml`).
     :param precision: `"fp32"`, `"int8"` (the file is already quantized), or on OpenVINO `"bf16"` (its
@@ -66,7 +74,11 @@ class RuntimeSession:
             if threads is not None:
                 config["INFERENCE_NUM_THREADS"] = threads
             compiled = runtime.Core().compile_model(str(path), "CPU", config)
-            self._request = compiled.create_infer_request()
+            self._compiled = compiled
+            self._idle_requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            self._idle_requests.put(compiled.create_infer_request())
+            self._requests_created = 1
+            self._pool_lock = threading.Lock()
             self._output = compiled.output(0)
             self.input_names = {name for port in compiled.inputs for name in port.get_names()}
             return
@@ -88,13 +100,30 @@ class RuntimeSession:
         self.input_names = {i.name for i in self._session.get_inputs()}
 
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Run one batch and return the logits as a flat float64 array."""
+        """Run one batch and return the logits as a flat float64 array (safe to call from several threads)."""
         feed = {name: value for name, value in features.items() if name in self.input_names}
-        if self.backend == "openvino":
-            out = self._request.infer(feed)[self._output]
-        else:
-            out = self._session.run(None, feed)[0]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        if self.backend != "openvino":
+            return np.asarray(self._session.run(None, feed)[0], dtype=np.float64).reshape(-1)
+        request = self._take_request()
+        try:
+            # The request's output tensor is reused by its next inference: copy the logits out before giving it back.
+            return np.array(request.infer(feed)[self._output], dtype=np.float64, copy=True).reshape(-1)
+        finally:
+            self._idle_requests.put(request)
+
+    @property
+    def infer_requests(self) -> int:
+        """OpenVINO: how many infer requests the pool holds (the most callers that ran at once); else 0."""
+        return self._requests_created if self.backend == "openvino" else 0
+
+    def _take_request(self) -> Any:
+        """An idle OpenVINO infer request, or a new one on the same compiled model when every request is busy."""
+        try:
+            return self._idle_requests.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                self._requests_created += 1
+                return self._compiled.create_infer_request()
 
 
 def resolve_backend_precision(backend: str, precision: str) -> str:
