@@ -5,15 +5,18 @@ file; it is reranked with the shipped BM25 pipeline's ranker settings once in th
 Ray with --workers actors (one model each). The table gives documents/s of each and the ratio, and checks that
 both outputs are identical.
 
-    python benchmarks/ray_speed.py --data-dir ../shared/data --queries 100 --json results/ray_speed.json
+    python benchmarks/ray_speed.py --data-dir ../shared/data --queries 100
+
+writes `benchmarks/results/ray_speed.json` (or --json) with the command, commit, versions and machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -23,13 +26,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", default="results/ray_speed.json")
+    parser.add_argument("--json", default=str(RESULTS / "ray_speed.json"), help="default: %(default)s")
     args = parser.parse_args()
 
+    from haystack_crossrerank.commands.offline import built_model_dir
+    from haystack_crossrerank.commands.rerank_run import RerankRunOptions, rerank_run
     from haystack_crossrerank.data.beir import resolve_beir_folder
-    from haystack_crossrerank.first_stage import bm25_candidates
-    from haystack_crossrerank.offline import built_model_dir
-    from haystack_crossrerank.rerank_run import RerankRunOptions, rerank_run
+    from haystack_crossrerank.retrievers.stages import bm25_candidates
+    from haystack_crossrerank.utils.provenance import write_result
 
     model = args.model or str(built_model_dir("minilm"))
     folder = resolve_beir_folder(args.data_dir, "scifact")
@@ -65,10 +69,8 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name} | {r['pairs_per_s']:.1f} | {r['seconds']:.1f} | {r['reranked_ndcg@10']:.4f}")
     print(f"Ray / one process: {ratio:.2f}x; outputs identical: {identical}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     report = {"model": model, "results": results, "ratio": ratio, "identical": identical}
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_result(args.json, 'ray_speed', report)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ own process, so that its peak RSS is its own. Columns: pairs/s, ms/query p50 and
 the Spearman correlation of the scores against our fp32 scores; ratios against Haystack's
 SentenceTransformersSimilarityRanker with its defaults.
 
-    python benchmarks/rerank_speed.py --data-dir ../shared/data --queries 30 --json results/rerank_speed.json
+    python benchmarks/rerank_speed.py --data-dir ../shared/data --queries 30 \
+        --rows peer_default,ours_auto,ours_fp32,peer_bf16,ours_openvino_int8
+
+writes `benchmarks/results/rerank_speed.json` (or --json) with the command, commit, versions and machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Our rows' ranker settings (the rest are the ranker's defaults).
 OURS: dict[str, dict[str, Any]] = {
@@ -43,7 +48,7 @@ ROWS: dict[str, str] = {
     "ours_auto": "CrossEncoderRanker, defaults (backend auto: OpenVINO bf16 here, batch 8)",
     "ours_fp32": "CrossEncoderRanker, torch fp32",
     "ours_torch": "CrossEncoderRanker, torch (precision auto: bf16 here, batch 16)",
-    "ours_torch_b32": "CrossEncoderRanker, torch, batch 32 (the default until 2026-11-28)",
+    "ours_torch_b32": "CrossEncoderRanker, torch, batch 32",
     "ours_bf16": "CrossEncoderRanker, torch bf16",
     "ours_int8": "CrossEncoderRanker, torch int8 (dynamic)",
     "ours_onnx": "CrossEncoderRanker, backend onnx (fp32)",
@@ -194,7 +199,7 @@ def main() -> None:
         choices=["document", "sentences", "windows"],
         help="our rows' passage mode (the peer rows always score whole documents)",
     )
-    parser.add_argument("--json", default="results/rerank_speed.json")
+    parser.add_argument("--json", default=str(RESULTS / "rerank_speed.json"), help="default: %(default)s")
     parser.add_argument("--child", nargs=3, metavar=("ROW", "CANDIDATES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -204,8 +209,9 @@ def main() -> None:
         Path(out).write_text(json.dumps(run_row(row, args.model, payload, args.passages)))
         return
 
-    from haystack_crossrerank.first_stage import bm25_candidates
-    from haystack_crossrerank.offline import built_model_dir
+    from haystack_crossrerank.commands.offline import built_model_dir
+    from haystack_crossrerank.retrievers.stages import bm25_candidates
+    from haystack_crossrerank.utils.provenance import write_result
 
     model = args.model or str(built_model_dir("minilm"))
     if not (Path(model) / "config.json").is_file() and Path(model).exists() is False:
@@ -247,10 +253,8 @@ def main() -> None:
             f"{row['peak_rss_mb']:.0f} | {row['ndcg@10']:.4f} | {row.get('spearman_vs_fp32', float('nan')):.4f} | "
             f"{row.get('speed_vs_peer', float('nan')):.2f}"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     report = {"model": model, "queries": args.queries, "passages": args.passages, "rows": table}
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_result(args.json, 'rerank_speed', report)}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ the first --queries SciFact test queries are sent one after another, each twice 
 `ServedPipeline` in this process (the same corpus, model and settings). The table gives p50/p95 latency of each
 and the difference; the JSON has every latency.
 
-    python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30 --json results/serve_latency.json
+    python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30
+
+writes `benchmarks/results/serve_latency.json` (or --json) with the command, commit, versions and machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import subprocess
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _free_port() -> int:
@@ -34,10 +37,19 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 def measure(corpus: Path, model: str, queries: list[str], depth: int) -> dict[str, Any]:
     import httpx
 
-    from haystack_crossrerank.serving import ServedPipeline, ServeSettings
+    from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
 
     port = _free_port()
-    command = [sys.executable, "-m", "haystack_crossrerank.cli", "serve", "--corpus", str(corpus), "--model", model]
+    command = [
+        sys.executable,
+        "-m",
+        "haystack_crossrerank.commands.cli",
+        "serve",
+        "--corpus",
+        str(corpus),
+        "--model",
+        model,
+    ]
     command += ["--port", str(port), "--depth", str(depth)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/bm25_rerank/run"
@@ -85,11 +97,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the project's built offline model")
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--depths", default="20,100")
-    parser.add_argument("--json", default="results/serve_latency.json")
+    parser.add_argument("--json", default=str(RESULTS / "serve_latency.json"), help="default: %(default)s")
     args = parser.parse_args()
 
+    from haystack_crossrerank.commands.offline import built_model_dir
     from haystack_crossrerank.data.beir import load_beir, resolve_beir_folder
-    from haystack_crossrerank.offline import built_model_dir
+    from haystack_crossrerank.utils.provenance import write_result
 
     model = args.model or str(built_model_dir("minilm"))
     corpus = resolve_beir_folder(args.data_dir, "scifact")
@@ -102,9 +115,7 @@ def main() -> None:
             f"{r['depth']} | {r['http_p50_ms']:.1f} / {r['http_p95_ms']:.1f} | "
             f"{r['in_process_p50_ms']:.1f} / {r['in_process_p95_ms']:.1f} | {r['overhead_p50_ms']:+.1f} ms"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": model, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_result(args.json, 'serve_latency', {'model': model, 'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ warm-up, seed 42, evaluation every 80 steps) on the same base model and data, in
 after the other on the same machine. Prints wall time, steps/s and validation/test Pearson/Spearman of both,
 with the ratios, and writes them to JSON.
 
-    python benchmarks/train_speed.py --data-dir ../shared/data --json results/train_speed.json
+    python benchmarks/train_speed.py --data-dir ../shared/data
+
+writes `benchmarks/results/train_speed.json` (or --json) with the command, commit, versions and machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import tempfile
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def train_ours(base: str, data_dir: str, output: Path, precision: str, limit: int | None) -> dict[str, Any]:
@@ -117,13 +120,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--train-limit", type=int, default=None, help="first N training pairs (quick check)")
     parser.add_argument("--only", choices=["ours", "peer"], default=None)
-    parser.add_argument("--json", default="results/train_speed.json")
+    parser.add_argument("--json", default=str(RESULTS / "train_speed.json"), help="default: %(default)s")
     parser.add_argument("--save-ours", help="keep our trained model in this folder (e.g. the default model folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from haystack_crossrerank.hardware import training_precision
-    from haystack_crossrerank.offline import offline_base_model
+    from haystack_crossrerank.commands.offline import offline_base_model
+    from haystack_crossrerank.utils.hardware import training_precision
+    from haystack_crossrerank.utils.provenance import write_result
 
     base = args.base_model or offline_base_model()
     precision = training_precision(args.precision)
@@ -157,9 +161,7 @@ def main() -> None:
             f"\ntime ratio (ours / peer): {report['time_ratio_ours_over_peer']:.2f}; "
             f"test Spearman difference (ours - peer): {report['test_spearman_difference']:+.4f}"
         )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_result(args.json, 'train_speed', report)}")
 
 
 if __name__ == "__main__":

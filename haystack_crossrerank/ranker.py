@@ -8,7 +8,6 @@ import functools
 import inspect
 import logging
 import math
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
-from haystack_crossrerank.checks import check_choice, check_int, check_number
-from haystack_crossrerank.documents import check_inputs, deduplicate_documents
 from haystack_crossrerank.exported.runtime import check_backend
-from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
-from haystack_crossrerank.passages import (
+from haystack_crossrerank.ranking.activation import sigmoid
+from haystack_crossrerank.ranking.documents import check_inputs, check_overrides, deduplicate_documents
+from haystack_crossrerank.ranking.fusion import FUSION_METHODS, fuse_scores
+from haystack_crossrerank.ranking.passages import (
     AGGREGATIONS,
     META_PLACEMENTS,
     PASSAGE_MODES,
@@ -29,7 +28,9 @@ from haystack_crossrerank.passages import (
     aggregate,
     document_passages,
 )
-from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
+from haystack_crossrerank.ranking.scheduler import PairScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
+from haystack_crossrerank.utils.checks import CopyableLock, check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class CrossEncoderRanker:
 
     Scores are `sigmoid(logit * calibration_factor)` when `scale_score` is true, else the raw logit.
     With `fusion` set, the final score combines the cross-encoder score with the retriever's incoming
-    score (see :func:`haystack_crossrerank.fusion.fuse_scores`).
+    score (see :func:`haystack_crossrerank.ranking.fusion.fuse_scores`).
 
     One ranker may be shared: `run` and `run_async` may be called from many threads and coroutines at once (two
     branches of an `AsyncPipeline`, a web server's requests, a Ray actor with concurrency), on every backend, and
@@ -141,7 +142,7 @@ class CrossEncoderRanker:
         :param meta_placement: In the passage modes, whether the values of `meta_fields_to_embed` (a title) are
             a passage of their own, first (`"passage"`), or put before every passage (`"prefix"`).
         :param aggregation: How passage scores make the document's score: `"max"`, `"first"`, `"mean"`,
-            `"max_mean"` or `"max_first"` (see :func:`haystack_crossrerank.passages.aggregate`).
+            `"max_mean"` or `"max_first"` (see :func:`haystack_crossrerank.ranking.passages.aggregate`).
         :param aggregation_weight: The weight of the mean or of the first passage in the blends, in [0, 1].
         :param window_size: Sentences per window (`passages="windows"`).
         :param window_stride: Sentences the window moves (`passages="windows"`).
@@ -149,7 +150,7 @@ class CrossEncoderRanker:
         :param backend: `"auto"` (OpenVINO on the CPU where it is installed, torch on GPUs and for fp16 or
             `model_kwargs`), `"torch"`, `"onnx"` (ONNX Runtime) or `"openvino"`: the exported backends take
             precision `"fp32"`, a calibrated `"int8"`, and on OpenVINO `"bf16"` (see
-            :class:`haystack_crossrerank.scoring.CrossEncoderScorer`).
+            :class:`haystack_crossrerank.ranking.scoring.CrossEncoderScorer`).
         :raises TypeError: If a parameter has the wrong type.
         :raises ValueError: If a parameter has a wrong value.
         """
@@ -227,16 +228,8 @@ class CrossEncoderRanker:
         self.window_stride = window_stride
         self.max_passages = max_passages
         self._scorer: CrossEncoderScorer | None = None
-        self._warm_up_lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_warm_up_lock", None)  # a lock cannot be copied or pickled; each copy gets its own
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._warm_up_lock = threading.Lock()
+        self._route: PairScorer | None = None
+        self._warm_up_lock = CopyableLock()
 
     def _get_telemetry_data(self) -> dict[str, Any]:
         return {"model": self.model}
@@ -245,6 +238,20 @@ class CrossEncoderRanker:
     def scorer(self) -> CrossEncoderScorer | None:
         """The loaded scorer, or `None` before `warm_up()`."""
         return self._scorer
+
+    def use_scorer(self, scorer: PairScorer | None) -> None:
+        """
+        Send this ranker's pairs through `scorer` instead of straight to its own model, for example a
+        :class:`haystack_crossrerank.ranking.scheduler.BatchingScorer` that wraps `self.scorer` and scores the pairs
+        of concurrent runs together. `warm_up` still loads the ranker's own scorer; the route is not serialized.
+
+        :param scorer: An object whose `score(pairs)` returns one logit per (query, text) pair, in order; `None`
+            scores with the ranker's own scorer again.
+        :raises TypeError: If `scorer` has no `score` method.
+        """
+        if scorer is not None and not callable(getattr(scorer, "score", None)):
+            raise TypeError(f"`scorer` must have a `score(pairs)` method or be None, but got {type(scorer).__name__}")
+        self._route = scorer
 
     def warm_up(self) -> None:
         """
@@ -341,12 +348,10 @@ class CrossEncoderRanker:
         :raises TypeError: If `query` is not a string or `documents` is not a list of Documents.
         :raises ValueError: If `query` is empty, `top_k` is not > 0, or an override has a wrong value.
         """
-        top_k, scale_score, score_threshold = self._resolve_overrides(top_k, scale_score, score_threshold)
-        if passages is not None:
-            check_choice("passages", passages, PASSAGE_MODES)
-        if aggregation is not None:
-            check_choice("aggregation", aggregation, AGGREGATIONS)
-        check_int("max_passages", max_passages, minimum=1, optional=True)
+        check_overrides(top_k, scale_score, score_threshold, passages, aggregation, max_passages)
+        top_k = top_k if top_k is not None else self.top_k
+        scale_score = scale_score if scale_score is not None else self.scale_score
+        score_threshold = score_threshold if score_threshold is not None else self.score_threshold
         mode = passages if passages is not None else self.passages
         method = aggregation if aggregation is not None else self.aggregation
         check_inputs(query, documents)
@@ -445,7 +450,7 @@ class CrossEncoderRanker:
         flat = [
             (prepared_query, self.document_prefix + p.text + self.document_suffix) for ps in per_document for p in ps
         ]
-        logits = self._scorer.score(flat)
+        logits = (self._route if self._route is not None else self._scorer).score(flat)
         result, position = [], 0
         for doc_passages in per_document:
             result.append((doc_passages, logits[position : position + len(doc_passages)]))
@@ -492,16 +497,3 @@ class CrossEncoderRanker:
 
     def _scaled(self, logit: float, scale_score: bool) -> float:
         return sigmoid(logit * self.calibration_factor) if scale_score else float(logit)
-
-    def _resolve_overrides(
-        self, top_k: int | None, scale_score: bool | None, score_threshold: float | None
-    ) -> tuple[int, bool, float | None]:
-        check_int("top_k", top_k, minimum=1, optional=True)
-        if scale_score is not None and not isinstance(scale_score, bool):
-            raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
-        check_number("score_threshold", score_threshold, optional=True)
-        return (
-            top_k if top_k is not None else self.top_k,
-            scale_score if scale_score is not None else self.scale_score,
-            score_threshold if score_threshold is not None else self.score_threshold,
-        )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from haystack import Document
 
-from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
-from haystack_crossrerank.cli import main
+from haystack_crossrerank.commands.benchmark import BenchOptions, run_benchmark
+from haystack_crossrerank.commands.cli import main
 
 DOCS = {
     "d1": ("paris", "paris is the capital of france ."),
@@ -192,7 +192,7 @@ def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path
     assert (shipped["aggregation"], shipped["max_passages"]) == ("first", 2)  # the YAML ships max_first, null
     row = next(r for r in written["rows"] if r["row"].startswith("+ CrossEncoderRanker"))
     # each toy document is a title and one sentence: two pairs per candidate
-    from haystack_crossrerank.first_stage import bm25_candidates
+    from haystack_crossrerank.retrievers.stages import bm25_candidates
 
     _, candidates = bm25_candidates(str(data), depth=3)
     assert row["pairs"] == 2 * sum(len(docs) for docs in candidates.values()) and row["pairs_per_s"] > 0
@@ -203,7 +203,7 @@ def test_cli_bench_replaces_shipped_ranker_settings_and_counts_passages(tmp_path
 def test_bench_fusion_flags_reach_the_checked_pipeline(tmp_path: Path, tiny_model: Path) -> None:
     import json
 
-    from haystack_crossrerank.pipelines import PIPELINES_DIR
+    from haystack_crossrerank.retrievers.pipelines import PIPELINES_DIR
 
     data = write_corpus(tmp_path / "toy")
     shipped_mode = json.loads((PIPELINES_DIR / "tuning.json").read_text())["first_stages"]["bm25"]["choice"]["passages"]
@@ -228,13 +228,13 @@ def test_bench_fusion_flags_reach_the_checked_pipeline(tmp_path: Path, tiny_mode
 
 
 def test_a_pipeline_that_ranks_differently_is_noted_not_raised() -> None:
-    from haystack_crossrerank.benchmark import Row, _check_pipeline
+    from haystack_crossrerank.commands.benchmark import Row, _check_pipeline
 
     class Fixed:
         def run(self, data: dict) -> dict:
             return {"ranker": {"documents": [Document(id="b"), Document(id="a")]}}
 
-    from haystack_crossrerank.first_stage import first_stage
+    from haystack_crossrerank.retrievers.stages import first_stage
 
     row = Row(name="x", rankings={"q1": ["a", "b"]}, latencies_ms=[1.0], note="weight 0.5")
     note = _check_pipeline(Fixed(), first_stage("bm25"), [("q1", "text")], row, row.note)  # type: ignore[arg-type]

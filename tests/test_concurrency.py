@@ -14,7 +14,7 @@ import pytest
 from haystack import Document
 
 from haystack_crossrerank.ranker import CrossEncoderRanker
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 from tests.conftest import WORDS
 
 THREADS = 8

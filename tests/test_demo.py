@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from haystack_crossrerank.demo import run_demo
+from haystack_crossrerank.commands.demo import run_demo
 from tests.test_benchmark import QRELS, write_corpus
 from tests.test_training import write_small_stsb
 

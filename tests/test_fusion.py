@@ -8,7 +8,7 @@ import pytest
 from haystack import Document
 
 from haystack_crossrerank import CrossEncoderRanker
-from haystack_crossrerank.fusion import fuse_scores
+from haystack_crossrerank.ranking.fusion import fuse_scores
 
 
 def test_minmax_is_a_weighted_sum_of_per_query_minmax_scores() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from haystack_crossrerank import offline
-from haystack_crossrerank.offline import (
+from haystack_crossrerank.commands import offline
+from haystack_crossrerank.commands.offline import (
     MPNET_WEIGHTS_SHA256,
     built_model_dir,
     offline_base,
@@ -144,7 +144,7 @@ def test_retrieval_training_starts_from_the_seed_recipe_model_and_validates_at_d
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The retrieval recipe was chosen from the seed-recipe STS model at BM25 depth 30, whatever the default."""
-    from haystack_crossrerank import cli
+    from haystack_crossrerank.commands import cli
     from haystack_crossrerank.training import TrainConfig, retrieval
     from haystack_crossrerank.training.retrieval import RetrievalOptions
 

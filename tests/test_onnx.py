@@ -13,9 +13,10 @@ import pytest
 from haystack import Document
 
 from haystack_crossrerank import exported
+from haystack_crossrerank.commands import quantize
 from haystack_crossrerank.exported import export, int8
 from haystack_crossrerank.ranker import CrossEncoderRanker
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 from tests.conftest import WORDS, build_tiny_cross_encoder
 
 pytest.importorskip("onnxruntime")
@@ -312,7 +313,7 @@ def test_spearman_handles_ties_and_constants() -> None:
 
 
 def test_openvino_auto_precision_follows_the_cpu(tiny_model: Path, cache_home: Path) -> None:
-    from haystack_crossrerank.hardware import cpu_has_native_bf16
+    from haystack_crossrerank.utils.hardware import cpu_has_native_bf16
 
     scorer = CrossEncoderScorer(tiny_model, backend="openvino")
     scores = scorer.score(PAIRS)
@@ -557,10 +558,10 @@ def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(t
     folder = tmp_path / "beir"
     queries = _tiny_beir(folder, 30)
 
-    drawn = int8.calibration_query_ids(queries, count=8, depth=2)
+    drawn = quantize.calibration_query_ids(queries, count=8, depth=2)
     assert len(drawn) == 2 * 8 // 2 + 8 and len(set(drawn)) == len(drawn)
-    assert drawn != int8.calibration_query_ids(queries, count=8, depth=2, seed=7), "the seed decides the draw"
-    calibration, held = int8.beir_calibration_pairs(folder, count=8, depth=2)
+    assert drawn != quantize.calibration_query_ids(queries, count=8, depth=2, seed=7), "the seed decides the draw"
+    calibration, held = quantize.beir_calibration_pairs(folder, count=8, depth=2)
     used = {query for query, _ in calibration + held}
     assert used <= {queries[q] for q in drawn}
     assert len(used) > 1
@@ -568,30 +569,30 @@ def test_calibration_query_ids_are_the_queries_the_calibration_pairs_come_from(t
 
 def test_distillation_pairs_leave_out_the_reserved_queries(tmp_path: Path) -> None:
     folder = tmp_path / "beir"
-    queries = _tiny_beir(folder, int8.RESERVED_QUERIES + 12, sentences=8)
-    reserved = set(int8._shuffled(queries, 42)[: int8.RESERVED_QUERIES])
-    assert set(int8.calibration_query_ids(queries)) < reserved, "the calibration and the gate draw from the front"
-    free = int8.distillation_query_ids(queries)
+    queries = _tiny_beir(folder, quantize.RESERVED_QUERIES + 12, sentences=8)
+    reserved = set(quantize._shuffled(queries, 42)[: quantize.RESERVED_QUERIES])
+    assert set(quantize.calibration_query_ids(queries)) < reserved, "the calibration and the gate draw from the front"
+    free = quantize.distillation_query_ids(queries)
     assert len(free) == 12 and not set(free) & reserved
     # A calibration larger than the reserved front pushes distillation past its own queries.
-    assert not set(int8.distillation_query_ids(queries, count=1024)) & set(
-        int8.calibration_query_ids(queries, count=1024)
+    assert not set(quantize.distillation_query_ids(queries, count=1024)) & set(
+        quantize.calibration_query_ids(queries, count=1024)
     )
 
-    pairs = int8.beir_distillation_pairs(folder, documents=2, windows=3, depth=5)
+    pairs = quantize.beir_distillation_pairs(folder, documents=2, windows=3, depth=5)
     texts = {queries[q] for q in free}
     assert {query for query, _ in pairs} == texts
     # Per query: 2 candidates, each as the whole text and 3 of its sentence windows.
     assert len(pairs) == 12 * 2 * 4
-    few = int8.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5)
+    few = quantize.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5)
     assert len(few) == 3 and len({query for query, _ in few}) == 3
-    assert few == int8.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5), "seeded draws"
+    assert few == quantize.beir_distillation_pairs(folder, queries=3, documents=1, windows=0, depth=5), "seeded draws"
     with pytest.raises(ValueError, match="documents >= 1.*documents=0"):
-        int8.beir_distillation_pairs(folder, documents=0)
+        quantize.beir_distillation_pairs(folder, documents=0)
     small = tmp_path / "small"
     _tiny_beir(small, 20)
     with pytest.raises(ValueError, match="none after the 150 reserved"):
-        int8.beir_distillation_pairs(small)
+        quantize.beir_distillation_pairs(small)
 
 
 def test_int8_distillation_trains_is_gated_and_is_used(tiny_model: Path, cache_home: Path) -> None:
@@ -651,7 +652,7 @@ def test_distillation_needs_openvino_and_pairs(tiny_model: Path, cache_home: Pat
 
 
 def test_cli_quantize_distils_only_for_openvino(tiny_model: Path, tmp_path: Path) -> None:
-    from haystack_crossrerank.cli import main
+    from haystack_crossrerank.commands.cli import main
 
     with pytest.raises(SystemExit, match="--distil makes OpenVINO int8 models only, but --backend is onnx"):
         main(["quantize", "--backend", "onnx", "--distil", "--model", str(tiny_model), "--data-dir", str(tmp_path)])

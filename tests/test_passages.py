@@ -12,7 +12,8 @@ from haystack import Document
 from haystack.utils import ComponentDevice
 
 from haystack_crossrerank import CrossEncoderRanker, load_pipeline
-from haystack_crossrerank.passages import (
+from haystack_crossrerank.ranking.activation import sigmoid
+from haystack_crossrerank.ranking.passages import (
     MAX_PASSAGE_WORDS,
     Passage,
     aggregate,
@@ -20,7 +21,7 @@ from haystack_crossrerank.passages import (
     sentence_windows,
     split_sentences,
 )
-from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 from tests.test_ranker import RecordingScorer
 from tests.test_ranker import ranker_with as recording_ranker
 

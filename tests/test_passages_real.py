@@ -15,7 +15,7 @@ def test_sentence_passages_beat_whole_documents_on_scifact_train_claims(short_tr
         pytest.skip("../shared/data/scifact is not beside the checkout")
     from haystack_crossrerank import CrossEncoderRanker
     from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
-    from haystack_crossrerank.first_stage import bm25_candidates
+    from haystack_crossrerank.retrievers.stages import bm25_candidates
 
     data, candidates = bm25_candidates(str(SHARED_DATA), queries=None, depth=20, split="train")
     claims = sorted(q for q in data.queries if data.qrels.get(q))[:12]

@@ -10,9 +10,9 @@ from haystack.core.errors import DeserializationError
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank import CrossEncoderRanker, load_pipeline
-from haystack_crossrerank.first_stage import STORE_INDEX
-from haystack_crossrerank.pipelines import PIPELINES_DIR, pipeline_path
 from haystack_crossrerank.retrievers import BM25sRetriever, FaissEmbeddingRetriever
+from haystack_crossrerank.retrievers.pipelines import PIPELINES_DIR, pipeline_path
+from haystack_crossrerank.retrievers.stages import STORE_INDEX
 
 CORPUS = [
     Document(id="paris", content="paris is the capital of france and a large city .", meta={"title": "paris"}),
@@ -139,8 +139,8 @@ def test_shipped_query_pipelines_carry_the_tuned_settings() -> None:
 
     import yaml
 
-    from haystack_crossrerank.first_stage import FIRST_STAGES, shipped_depth
-    from haystack_crossrerank.pipelines import PIPELINES_DIR
+    from haystack_crossrerank.retrievers.pipelines import PIPELINES_DIR
+    from haystack_crossrerank.retrievers.stages import FIRST_STAGES, shipped_depth
 
     tuning = json.loads((PIPELINES_DIR / "tuning.json").read_text())
     assert set(tuning["first_stages"]) == set(FIRST_STAGES)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from haystack_crossrerank.progress import LOG_INTERVAL_S, progress
+from haystack_crossrerank.utils.progress import LOG_INTERVAL_S, progress
 
 
 def test_written_to_a_file_the_bar_updates_at_most_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,8 @@ from haystack.document_stores.in_memory import InMemoryDocumentStore
 from haystack.utils import ComponentDevice, Secret
 
 from haystack_crossrerank import CrossEncoderRanker, load_pipeline
-from haystack_crossrerank.scoring import CrossEncoderScorer, sigmoid
+from haystack_crossrerank.ranking.activation import sigmoid
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 
 
 class RecordingScorer:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from haystack_crossrerank.pipelines import PIPELINES_DIR
-from haystack_crossrerank.rerank_run import RerankRunOptions, read_run, rerank_run
+from haystack_crossrerank.commands.rerank_run import RerankRunOptions, read_run, rerank_run
+from haystack_crossrerank.retrievers.pipelines import PIPELINES_DIR
 from tests.conftest import WORDS
 
 
@@ -50,8 +50,8 @@ def _options(beir: dict[str, Path], tiny_model: Path, output: Path, **kwargs: ob
 def test_one_process_reranks_as_the_component_does(beir: dict[str, Path], tiny_model: Path, tmp_path: Path) -> None:
     from haystack import Document
 
+    from haystack_crossrerank.commands.rerank_run import build_ranker
     from haystack_crossrerank.data.beir import read_corpus, read_queries
-    from haystack_crossrerank.rerank_run import build_ranker
 
     options = _options(beir, tiny_model, tmp_path / "out.trec")
     summary = rerank_run(options)

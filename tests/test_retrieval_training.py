@@ -66,7 +66,7 @@ def test_mined_negatives_exclude_judged_documents_and_the_top_guard() -> None:
 def test_short_real_retrieval_training_beats_the_untrained_head(tmp_path: Path, minilm_path: Path) -> None:
     from haystack_crossrerank.data.beir import load_beir
     from haystack_crossrerank.evaluation.rerank import RerankEvaluator
-    from haystack_crossrerank.scoring import CrossEncoderScorer
+    from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
     from haystack_crossrerank.training import TrainConfig
     from haystack_crossrerank.training.mining import bm25_candidates_for
     from haystack_crossrerank.training.retrieval import train_retrieval
@@ -166,7 +166,7 @@ def test_training_text_is_what_the_ranker_sends_in_document_mode() -> None:
 
 
 def test_mix_flag_parses_and_refuses_malformed_values() -> None:
-    from haystack_crossrerank.cli import parse_mix
+    from haystack_crossrerank.commands.cli import parse_mix
 
     assert parse_mix(["medquad=1.5", "other=0"]) == {"medquad": 1.5, "other": 0.0}
     for bad in ["medquad", "=1", "medquad=x", "medquad=-1"]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from haystack_crossrerank.hardware import model_max_length, resolve_device, resolve_precision
-from haystack_crossrerank.pair_encoding import longest_first
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.pair_encoding import longest_first
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
+from haystack_crossrerank.utils.hardware import model_max_length, resolve_device, resolve_precision
 
 PAIRS = [
     ("what is the capital of france ?", "paris is the capital of france ."),
@@ -133,7 +133,7 @@ def test_max_length_defaults_to_model_limit_and_is_clamped(tiny_model: Path, cap
     scorer.load()
     assert scorer.max_length == 64
     clamped = CrossEncoderScorer(tiny_model, device="cpu", max_length=1000)
-    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.scoring"):
+    with caplog.at_level(logging.WARNING, logger="haystack_crossrerank.ranking.scoring"):
         clamped.load()
     assert clamped.max_length == 64
     assert "max_length=1000 exceeds the 64 tokens" in caplog.text
@@ -272,7 +272,7 @@ def test_rerank_evaluator_leaves_the_shared_scorers_limit_alone(tiny_model: Path
 
 
 def test_training_precision_follows_the_inference_policy_and_refuses_int8() -> None:
-    from haystack_crossrerank.hardware import training_precision
+    from haystack_crossrerank.utils.hardware import training_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert training_precision("auto") == resolve_precision("auto", device)
@@ -294,7 +294,7 @@ def test_batch_size_defaults_to_16_for_torch_on_the_cpu_and_can_be_set(tiny_mode
 
 
 def test_default_batch_size_is_larger_on_an_accelerator() -> None:
-    from haystack_crossrerank.scoring import default_batch_size
+    from haystack_crossrerank.utils.hardware import default_batch_size
 
     assert default_batch_size(torch.device("cpu")) == 16
     assert default_batch_size(torch.device("cpu"), "openvino") == default_batch_size(torch.device("cpu"), "onnx") == 8

@@ -49,7 +49,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(corpus: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "CROSSRERANK_HOME": str(tmp_path_factory.mktemp("home"))}
-    command = [sys.executable, "-m", "haystack_crossrerank.cli", "serve", "--corpus", str(corpus)]
+    command = [sys.executable, "-m", "haystack_crossrerank.commands.cli", "serve", "--corpus", str(corpus)]
     command += ["--model", str(tiny_model), "--port", str(port)]
     log = tmp_path_factory.mktemp("log") / "server.log"
     with log.open("w") as out:
@@ -81,7 +81,7 @@ def _ask(url: str, query: str) -> list[dict]:
 
 
 def test_http_results_equal_the_in_process_pipeline(server: str, corpus: Path, tiny_model: Path) -> None:
-    from haystack_crossrerank.serving import ServedPipeline, ServeSettings
+    from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
 
     local = ServedPipeline(ServeSettings(corpus=str(corpus), model=str(tiny_model)))
     for query in QUERIES[:4]:
@@ -122,7 +122,7 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(
 
 
 def test_serving_unknown_pipeline_is_refused(corpus: Path, tiny_model: Path) -> None:
-    from haystack_crossrerank.serving import ServedPipeline, ServeSettings
+    from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
 
     with pytest.raises(ValueError, match=r"pipeline must be one of \['bm25_rerank', 'faiss_rerank', 'hybrid_rerank'\]"):
         ServedPipeline(ServeSettings(corpus=str(corpus), pipeline="nope", model=str(tiny_model)))

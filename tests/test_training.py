@@ -186,7 +186,7 @@ def test_real_short_training_clears_a_floor_an_untrained_head_cannot(
 ) -> None:
     from haystack_crossrerank.data.sts import load_sts
     from haystack_crossrerank.evaluation import STSEvaluator
-    from haystack_crossrerank.scoring import CrossEncoderScorer
+    from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
     from tests.conftest import SHARED_DATA
 
     validation = STSEvaluator.from_data(load_sts("validation", SHARED_DATA).head(500), name="v")

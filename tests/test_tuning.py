@@ -9,8 +9,8 @@ import pytest
 from haystack import Document
 
 from haystack_crossrerank import CrossEncoderRanker
-from haystack_crossrerank.cli import main
-from haystack_crossrerank.tuning import TuneOptions, run_tuning
+from haystack_crossrerank.commands.cli import main
+from haystack_crossrerank.commands.tuning import TuneOptions, run_tuning
 from tests.test_benchmark import write_corpus
 
 
@@ -55,7 +55,7 @@ def test_tune_reports_every_setting_and_its_choice_matches_the_ranker(tmp_path: 
     # Re-run the chosen setting through the ranker itself: the same nDCG@10 comes out.
     from haystack_crossrerank.data.beir import load_beir
     from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
-    from haystack_crossrerank.first_stage import first_stage, index_corpus, query_pipeline, retrieve
+    from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, query_pipeline, retrieve
 
     beir = load_beir(str(data), "train")
     stage = first_stage("bm25")
@@ -148,7 +148,7 @@ def test_tune_reuses_cached_queries_and_scores_only_new_ones(
 
 
 def test_lcb_prefers_a_gain_that_holds_across_queries() -> None:
-    from haystack_crossrerank.tuning import _best, gain_summary
+    from haystack_crossrerank.commands.tuning import _best, gain_summary
 
     first = {f"q{i}": 0.5 for i in range(10)}
     steady = gain_summary({q: 0.55 for q in first}, first)  # +0.05 on every query
@@ -177,7 +177,7 @@ def test_tune_on_given_query_ids_only(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_query_id_files_in_every_accepted_form(tmp_path: Path) -> None:
-    from haystack_crossrerank.cli import _query_ids
+    from haystack_crossrerank.commands.cli import _query_ids
 
     forms = {
         "lines.txt": "12\n 7 \n\n",

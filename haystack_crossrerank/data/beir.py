@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank._extras import require
 from haystack_crossrerank.data.jsonl import iter_jsonl
+from haystack_crossrerank.utils.extras import require
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank._extras import require
 from haystack_crossrerank.data.jsonl import iter_jsonl
-from haystack_crossrerank.paths import data_dir
+from haystack_crossrerank.utils.extras import require
+from haystack_crossrerank.utils.paths import data_dir
 
 STSB_HUB_ID = "sentence-transformers/stsb"
 STSB_FILES = {"train": "sts-train.csv", "validation": "sts-dev.csv", "test": "sts-test.csv"}

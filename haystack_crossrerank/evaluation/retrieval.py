@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from haystack_crossrerank._extras import require
+from haystack_crossrerank.utils.extras import require
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")
 

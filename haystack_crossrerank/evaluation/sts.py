@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank._extras import require
 from haystack_crossrerank.data.sts import PairData
 from haystack_crossrerank.evaluation.report import write_report
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
+from haystack_crossrerank.utils.extras import require
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from haystack_crossrerank._extras import require
 from haystack_crossrerank.exported.export import _quiet, first_token_last_layer, require_runtime
-from haystack_crossrerank.progress import progress
+from haystack_crossrerank.utils.extras import require
+from haystack_crossrerank.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 

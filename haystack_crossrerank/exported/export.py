@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank._extras import require
-from haystack_crossrerank.paths import export_dir
+from haystack_crossrerank.utils.extras import require
+from haystack_crossrerank.utils.paths import export_dir
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ _MODEL_FILES = ("config.json",)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _EXTRA_MODULES = {"onnx": "onnxruntime", "openvino": "openvino"}
 # Loggers that report every pass at INFO during export and quantization ("" is the root logger, which
-# onnxruntime.quantization logs to directly).
-_CHATTY_LOGGERS = ("", "onnx_ir", "onnxscript", "nncf", "torch.onnx")
+# onnxruntime.quantization logs to directly; tracing makes transformers warn about an unset `loss_type`).
+_CHATTY_LOGGERS = ("", "onnx_ir", "onnxscript", "nncf", "torch.onnx", "transformers")
 
 
 @contextlib.contextmanager
@@ -62,11 +62,26 @@ def _quiet() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    # NNCF draws a bar per calibration pass ("Statistics collection", "Applying Smooth Quant") on rich's console.
+    console = _rich_console()
+    console_was_quiet = console is not None and console.quiet
+    if console is not None:
+        console.quiet = True
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+        if console is not None:
+            console.quiet = console_was_quiet
+
+
+def _rich_console() -> Any:
+    try:
+        import rich
+    except ImportError:  # installed with NNCF (the `openvino` extra); nothing draws on it without
+        return None
+    return rich.get_console()
 
 
 def require_runtime(backend: str) -> Any:
@@ -81,7 +96,7 @@ def require_runtime(backend: str) -> Any:
 
 
 def export_cache_root() -> Path:
-    """The folder that holds the export cache (see :func:`haystack_crossrerank.paths.export_dir`)."""
+    """The folder that holds the export cache (see :func:`haystack_crossrerank.utils.paths.export_dir`)."""
     return export_dir()
 
 

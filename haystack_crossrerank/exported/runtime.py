@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from haystack_crossrerank.checks import check_choice
 from haystack_crossrerank.exported.export import require_runtime
-from haystack_crossrerank.hardware import PRECISIONS
+from haystack_crossrerank.utils.checks import check_choice
+from haystack_crossrerank.utils.hardware import PRECISIONS
 
 # "auto" (the default): OpenVINO on the CPU where it is installed and takes the precision and settings, else
 # torch. Measured on this project's 2-core AVX-512 CPU (benchmarks/rerank_speed.py, 30 SciFact queries' BM25
@@ -138,7 +138,7 @@ def resolve_backend_precision(backend: str, precision: str) -> str:
     if precision != "auto":
         return precision
     if backend == "openvino":
-        from haystack_crossrerank.hardware import cpu_has_native_bf16
+        from haystack_crossrerank.utils.hardware import cpu_has_native_bf16
 
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"

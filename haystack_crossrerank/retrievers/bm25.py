@@ -9,8 +9,8 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-from haystack_crossrerank._extras import require
-from haystack_crossrerank.checks import check_int
+from haystack_crossrerank.utils.checks import check_int
+from haystack_crossrerank.utils.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ class BM25sRetriever:
 
     The index is built from the document store's Documents at `warm_up()` (or the first `run()`), and rebuilt
     if the number of Documents in the store changes. Put Documents in the store with an indexing pipeline
-    (for example `DocumentWriter` into an `InMemoryDocumentStore` with the same `index` name).
+    (for example `DocumentWriter` into an `InMemoryDocumentStore` with the same `index` name), or give it a
+    saved index with :meth:`use_index` (see :mod:`haystack_crossrerank.retrievers.index`).
 
     Usage example:
 
@@ -77,25 +78,57 @@ class BM25sRetriever:
         self._index: Any = None
         self._documents: list[Document] = []
         self._stemmer: Any = None
+        self._given_index = False
 
     def warm_up(self) -> None:
-        """Build the index from the store (again, if the store's size changed)."""
+        """Build the index from the store (again, if the store's size changed); keep an index given by `use_index`."""
+        if self._given_index:
+            return
         count = self.document_store.count_documents()
         if self._index is not None and count == len(self._documents):
             return
-        bm25s = require("bm25s", "bench")
-        if self.stemmer is not None:
-            self._stemmer = require("Stemmer", "bench").Stemmer(self.stemmer)
         documents = self.document_store.filter_documents()
+        self._index = self.build_index(documents)
+        self._documents = documents
+        self._stemmer = self._make_stemmer()
+        logger.info("BM25 index built over %d documents", len(documents))
+
+    def build_index(self, documents: list[Document]) -> Any:
+        """
+        A bm25s index over Documents, in their order, with this retriever's settings: what `warm_up()` builds
+        from the store. The retriever itself is not changed.
+
+        :param documents: The Documents; row `i` of the index is `documents[i]`.
+        :returns: The `bm25s.BM25` index.
+        """
+        bm25s = require("bm25s", "bench")
         index = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         if documents:
             tokens = bm25s.tokenize(
-                [self._text(d) for d in documents], stopwords=self.stopwords, stemmer=self._stemmer, show_progress=False
+                [self._text(d) for d in documents],
+                stopwords=self.stopwords,
+                stemmer=self._make_stemmer(),
+                show_progress=False,
             )
             index.index(tokens, show_progress=False)
-        self._index = index
-        self._documents = documents
-        logger.info("BM25 index built over %d documents", len(documents))
+        return index
+
+    def use_index(self, index: Any, documents: list[Document]) -> None:
+        """
+        Answer from a built index (e.g. a saved one) instead of indexing the store; the store is not read again.
+
+        :param index: A `bm25s.BM25` index built with this retriever's settings (see :meth:`build_index`).
+        :param documents: The Documents of its rows, in order.
+        :raises ValueError: If the index has a different number of rows than `documents`.
+        """
+        rows = int(index.scores["num_docs"])
+        if rows != len(documents):
+            raise ValueError(f"the BM25 index must have one row per Document ({len(documents)}), but has {rows}")
+        self._stemmer = self._make_stemmer()
+        self._index, self._documents, self._given_index = index, list(documents), True
+
+    def _make_stemmer(self) -> Any:
+        return None if self.stemmer is None else require("Stemmer", "bench").Stemmer(self.stemmer)
 
     def _text(self, document: Document) -> str:
         meta = [str(document.meta[k]) for k in self.meta_fields_to_index if document.meta.get(k) is not None]

@@ -15,8 +15,8 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-from haystack_crossrerank._extras import require
-from haystack_crossrerank.checks import check_int
+from haystack_crossrerank.utils.checks import check_int
+from haystack_crossrerank.utils.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class FaissEmbeddingRetriever:
     index (`IndexFlatIP`) built from the embeddings of the Documents in a store.
 
     The index is built at `warm_up()` (or the first `run()`) and rebuilt when the store's size changes.
-    Documents need embeddings: write them with an embedder in an indexing pipeline.
+    Documents need embeddings: write them with an embedder in an indexing pipeline. Or give it a saved index with
+    :meth:`use_index` (see :mod:`haystack_crossrerank.retrievers.index`).
 
     Usage example:
 
@@ -60,29 +61,66 @@ class FaissEmbeddingRetriever:
         self.normalize = normalize
         self._index: Any = None
         self._documents: list[Document] = []
+        self._given_index = False
 
     def warm_up(self) -> None:
-        """Build the FAISS index from the store's embeddings (again, if the store's size changed)."""
+        """
+        Build the FAISS index from the store's embeddings (again, if the store's size changed); keep an index
+        given by `use_index`.
+        """
+        if self._given_index:
+            return
         count = self.document_store.count_documents()
         if self._index is not None and count == len(self._documents):
             return
-        faiss = require("faiss", "faiss")
         documents = self.document_store.filter_documents()
-        missing = [d.id for d in documents if d.embedding is None]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} of {len(documents)} Documents in the store have no embedding "
-                f"(e.g. id {missing[0]!r}); index them with an embedder first"
-            )
         if not documents:
             self._index, self._documents = None, []
             return
+        self._index = self._build(documents, "in the store ")
+        self._documents = [replace(d, embedding=None) for d in documents]
+        logger.info("FAISS index built over %d documents (dimension %d)", len(documents), self._index.d)
+
+    def build_index(self, documents: list[Document]) -> Any:
+        """
+        A FAISS index over Documents' embeddings, in their order, with this retriever's settings: what
+        `warm_up()` builds from the store. The retriever itself is not changed.
+
+        :param documents: The Documents, each with an embedding; row `i` of the index is `documents[i]`.
+        :returns: The `faiss.IndexFlatIP` index.
+        :raises ValueError: If there are no Documents, or one has no embedding.
+        """
+        if not documents:
+            raise ValueError("a FAISS index needs at least one Document, but got none")
+        return self._build(documents, "")
+
+    def use_index(self, index: Any, documents: list[Document]) -> None:
+        """
+        Answer from a built index (e.g. a saved one) instead of indexing the store; the store is not read again.
+
+        :param index: A FAISS index built with this retriever's settings (see :meth:`build_index`).
+        :param documents: The Documents of its rows, in order (their embeddings are not kept).
+        :raises ValueError: If the index has a different number of rows than `documents`.
+        """
+        if int(index.ntotal) != len(documents):
+            raise ValueError(
+                f"the FAISS index must have one row per Document ({len(documents)}), but has {int(index.ntotal)}"
+            )
+        self._documents = [replace(d, embedding=None) if d.embedding is not None else d for d in documents]
+        self._index, self._given_index = index, True
+
+    def _build(self, documents: list[Document], where: str) -> Any:
+        faiss = require("faiss", "faiss")
+        missing = [d.id for d in documents if d.embedding is None]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(documents)} Documents {where}have no embedding "
+                f"(e.g. id {missing[0]!r}); index them with an embedder first"
+            )
         matrix = self._prepare(np.asarray([d.embedding for d in documents], dtype=np.float32))
         index = faiss.IndexFlatIP(matrix.shape[1])
         index.add(matrix)
-        self._index = index
-        self._documents = [replace(d, embedding=None) for d in documents]
-        logger.info("FAISS index built over %d documents (dimension %d)", len(documents), matrix.shape[1])
+        return index
 
     def _prepare(self, matrix: np.ndarray) -> np.ndarray:
         if self.normalize:

@@ -9,13 +9,47 @@ positive is then sampled from the rest.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from haystack_crossrerank.data.beir import BeirData, load_beir
 from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
 
-if TYPE_CHECKING:
-    from haystack_crossrerank.training.retrieval import RetrievalOptions
+
+@dataclass
+class RetrievalOptions:
+    """
+    Data and loss settings of retrieval training.
+
+    :param data_dir: A BEIR folder, or a folder holding `<dataset>/`.
+    :param dataset: The data set name.
+    :param loss: `"listwise"` (softmax cross-entropy over a positive and its negatives) or `"bce"`.
+    :param negatives: Negatives per positive.
+    :param mine_depth: BM25 candidates mined per query.
+    :param skip_top: Non-positive candidates at the top of each query's list that are never used as negatives.
+    :param validation_queries: Training queries held out for validation.
+    :param eval_depth: BM25 candidates reranked per validation query (30: the depth of `bm25_rerank.yaml`
+        when the recipe was chosen and measured).
+    :param max_length: Tokens per (query, document) pair in training and validation.
+    :param train_limit: Use only the first N training queries (quick runs, tests).
+    :param eval_test: Rerank the test queries' BM25 top-100 once at the end, for the card.
+    :param mix: Other BEIR data sets (folders under `data_dir`) mixed into training: name -> examples per
+        example of the primary set (e.g. `{"medquad": 1.0}`: as many MedQuAD examples as SciFact ones), from
+        that set's train split, randomly chosen queries.
+    """
+
+    data_dir: str
+    dataset: str = "scifact"
+    loss: str = "listwise"
+    negatives: int = 3
+    mine_depth: int = 100
+    skip_top: int = 3
+    validation_queries: int = 100
+    eval_depth: int = 30
+    max_length: int = 192
+    train_limit: int | None = None
+    eval_test: bool = False
+    mix: dict[str, float] = field(default_factory=dict)
 
 
 def split_queries(data: BeirData, validation: int, seed: int) -> tuple[list[str], list[str]]:
@@ -38,7 +72,7 @@ def bm25_candidates_for(data: BeirData, query_ids: list[str], depth: int) -> dic
 
     :returns: query id -> candidates, best first.
     """
-    from haystack_crossrerank.first_stage import first_stage, index_corpus, query_pipeline, retrieve
+    from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, query_pipeline, retrieve
 
     stage = first_stage("bm25")
     index_corpus(data, stage.indexing)

@@ -18,55 +18,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.evaluation.rerank import RerankEvaluator
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
 from haystack_crossrerank.training.losses import LOSSES, listwise_loss, pointwise_loss
-from haystack_crossrerank.training.mining import bm25_candidates_for, mine_examples, mix_examples, split_queries
+from haystack_crossrerank.training.mining import (
+    RetrievalOptions,
+    bm25_candidates_for,
+    mine_examples,
+    mix_examples,
+    split_queries,
+)
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, collate_micro_batches, train_cross_encoder
 
 logger = logging.getLogger(__name__)
 
 HELDOUT_FILE = "heldout_queries.json"  # written into the model folder: the training queries held out
-
-
-@dataclass
-class RetrievalOptions:
-    """
-    Data and loss settings of retrieval training.
-
-    :param data_dir: A BEIR folder, or a folder holding `<dataset>/`.
-    :param dataset: The data set name.
-    :param loss: `"listwise"` (softmax cross-entropy over a positive and its negatives) or `"bce"`.
-    :param negatives: Negatives per positive.
-    :param mine_depth: BM25 candidates mined per query.
-    :param skip_top: Non-positive candidates at the top of each query's list that are never used as negatives.
-    :param validation_queries: Training queries held out for validation.
-    :param eval_depth: BM25 candidates reranked per validation query (30: the depth of `bm25_rerank.yaml`
-        when the recipe was chosen and measured).
-    :param max_length: Tokens per (query, document) pair in training and validation.
-    :param train_limit: Use only the first N training queries (quick runs, tests).
-    :param eval_test: Rerank the test queries' BM25 top-100 once at the end, for the card.
-    :param mix: Other BEIR data sets (folders under `data_dir`) mixed into training: name -> examples per
-        example of the primary set (e.g. `{"medquad": 1.0}`: as many MedQuAD examples as SciFact ones), from
-        that set's train split, randomly chosen queries.
-    """
-
-    data_dir: str
-    dataset: str = "scifact"
-    loss: str = "listwise"
-    negatives: int = 3
-    mine_depth: int = 100
-    skip_top: int = 3
-    validation_queries: int = 100
-    eval_depth: int = 30
-    max_length: int = 192
-    train_limit: int | None = None
-    eval_test: bool = False
-    mix: dict[str, float] = field(default_factory=dict)
 
 
 class RetrievalCollator:

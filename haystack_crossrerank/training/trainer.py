@@ -12,17 +12,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
-from transformers import Trainer
+from transformers import PrinterCallback, Trainer
 
-from haystack_crossrerank._extras import require
-from haystack_crossrerank.hardware import TRAINING_PRECISIONS, model_max_length, training_precision
-from haystack_crossrerank.progress import on_terminal
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
+from haystack_crossrerank.training import reporting
+from haystack_crossrerank.training.base_model import load_for_training
 from haystack_crossrerank.training.batching import forward_micro_batches, partition_by_length
 from haystack_crossrerank.training.card import write_model_card
+from haystack_crossrerank.utils.extras import require
+from haystack_crossrerank.utils.hardware import TRAINING_PRECISIONS, model_max_length, training_precision
+from haystack_crossrerank.utils.progress import on_terminal, transformers_bars_off
 
 logger = logging.getLogger(__name__)
 
@@ -288,10 +290,7 @@ def train_cross_encoder(
 
     precision = training_precision(config.precision)
     transformers.set_seed(config.seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(config.base_model)
-    model: Any = transformers.AutoModelForSequenceClassification.from_pretrained(
-        config.base_model, num_labels=1, ignore_mismatched_sizes=True
-    )
+    model, tokenizer = load_for_training(config.base_model)
     max_length = config.max_length or model_max_length(model.config, tokenizer)
     collate = collator or PairCollator(tokenizer, max_length, swap_pairs=config.swap_pairs, seed=config.seed)
     use_cuda = torch.cuda.is_available()
@@ -324,7 +323,7 @@ def train_cross_encoder(
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_workers,
         dataloader_persistent_workers=config.dataloader_workers > 0,
-        disable_tqdm=not on_terminal(),  # in a log file, the loss and evaluation lines are the progress
+        disable_tqdm=True,  # its dict printer is replaced by TrainingProgress, which draws the bar itself
     )
     eval_precision = config.eval_precision or ("bf16" if (precision == "bf16" and not use_cuda) else "fp32")
     trainer = _CrossEncoderTrainer(
@@ -337,6 +336,7 @@ def train_cross_encoder(
         eval_tokenizer=tokenizer,
         eval_precision=eval_precision,
         loss=loss,
+        callbacks=[reporting.TrainingProgress(evaluator.primary_metric_name, show_bar=on_terminal())],
     )
     logger.info(
         "Training %s on %d rows: %d steps (%s, batch %d, lr %g)",
@@ -349,16 +349,17 @@ def train_cross_encoder(
     )
     start = time.perf_counter()
     checkpoint = _last_checkpoint(work / "checkpoints") if config.resume else None
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with transformers_bars_off(), reporting.log_lines_above_the_bar(on_terminal()):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - start
 
-    model = trainer.model
-    model.eval()
-    model.to(torch.float32)
-    scorer = CrossEncoderScorer.from_model(model, tokenizer, precision=final_precision, batch_size=64)
-    final_metrics = dict(evaluator(scorer))
-    for extra_evaluator in final_evaluators:
-        final_metrics.update(extra_evaluator(scorer))
+    model = cast(Any, trainer.model).eval().to(torch.float32)
+    with reporting.evaluation_lines_folded(evaluator, *final_evaluators):
+        scorer = CrossEncoderScorer.from_model(model, tokenizer, precision=final_precision, batch_size=64)
+        final_metrics = dict(evaluator(scorer))
+        for extra_evaluator in final_evaluators:
+            final_metrics.update(extra_evaluator(scorer))
+    logger.info("final model: %s", reporting.metrics_line(final_metrics, evaluator.primary_metric_name))
     log = [dict(entry) for entry in trainer.state.log_history]
 
     staging = output.parent / f".{output.name}.staging"
@@ -401,6 +402,7 @@ class _CrossEncoderTrainer(Trainer):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.remove_callback(PrinterCallback)
         self.scoring_evaluator = scoring_evaluator
         self.eval_tokenizer = eval_tokenizer
         self.eval_precision = eval_precision
@@ -420,8 +422,11 @@ class _CrossEncoderTrainer(Trainer):  # type: ignore[misc]
         model: Any = self.model
         was_training = model.training
         model.eval()
-        scorer = CrossEncoderScorer.from_model(model, self.eval_tokenizer, precision=self.eval_precision, batch_size=64)
-        raw = self.scoring_evaluator(scorer, extra={"step": self.state.global_step, "epoch": self.state.epoch})
+        with reporting.evaluation_lines_folded(self.scoring_evaluator):  # TrainingProgress says it in one line
+            scorer = reporting.EvaluationScorer.from_model(
+                model, self.eval_tokenizer, precision=self.eval_precision, batch_size=64
+            )
+            raw = self.scoring_evaluator(scorer, extra={"step": self.state.global_step, "epoch": self.state.epoch})
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in raw.items()}
         self.log(metrics)
@@ -444,7 +449,8 @@ def _save_model_folder(model: Any, tokenizer: Any, folder: Path) -> None:
     config.label2id = {"LABEL_0": 0}
     config.sentence_transformers = {"activation_fn": SIGMOID_PATH}
     folder.mkdir(parents=True)
-    model.save_pretrained(str(folder), safe_serialization=True)
+    with transformers_bars_off():
+        model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
 
 

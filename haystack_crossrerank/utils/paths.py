@@ -21,7 +21,7 @@ def data_dir(explicit: str | Path | None = None) -> Path | None:
     """
     value = explicit if explicit is not None and str(explicit) != "" else os.environ.get(DATA_DIR_ENV)
     if value is None or str(value) == "":
-        nearby = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+        nearby = Path(__file__).resolve().parents[3] / "shared" / "data"
         return nearby if nearby.is_dir() else None
     path = Path(value).expanduser()
     if not path.is_dir():

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,29 +15,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from haystack_crossrerank.checks import check_int
-from haystack_crossrerank.exported.distil import DistilSettings, DistilStats
+from haystack_crossrerank.exported.distil import DistilSettings
 from haystack_crossrerank.exported.int8 import Int8Report
 from haystack_crossrerank.exported.runtime import EXPORTED_PAD_MULTIPLE, check_backend, resolve_backend
-from haystack_crossrerank.hardware import (
+from haystack_crossrerank.ranking.activation import activation_from_config
+from haystack_crossrerank.ranking.pair_encoding import PairEncoder, check_pairs
+from haystack_crossrerank.utils.checks import CopyableLock, check_int
+from haystack_crossrerank.utils.hardware import (
+    CPU_BATCH_SIZE,
+    default_batch_size,
     model_max_length,
     quantize_int8,
     resolve_device,
     resolve_precision,
 )
-from haystack_crossrerank.pair_encoding import PairEncoder, check_pairs
-from haystack_crossrerank.progress import progress
+from haystack_crossrerank.utils.progress import progress, transformers_bars_off
 
 logger = logging.getLogger(__name__)
-
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "torch.nn.modules.activation.Sigmoid": torch.sigmoid,
-    "torch.nn.Sigmoid": torch.sigmoid,
-    "torch.nn.modules.linear.Identity": lambda x: x,
-    "torch.nn.Identity": lambda x: x,
-    "torch.nn.modules.activation.Tanh": torch.tanh,
-    "torch.nn.Tanh": torch.tanh,
-}
 
 
 def _looks_like_local_path(model: str) -> bool:
@@ -50,28 +42,6 @@ def _looks_like_local_path(model: str) -> bool:
         or model.count("/") > 1
         or (os.sep != "/" and os.sep in model)
     )
-
-
-# Default pairs per forward pass. On a GPU the speed is bound by the CPU (tokenizing, kernel launches), so
-# fewer, larger batches win: on an H200 (gpu_check.py, SciFact BM25 top 100, bf16, one run) batch 128 scored
-# 2,792 pairs/s, 64 2,748 and 32 2,034. On the CPU smaller batches win, their activations staying in the
-# cores' caches. MiniLM on the project's 2-core AVX-512 CPU, 12 SciFact test queries' BM25 top 100 (title and
-# abstract, 386 tokens a pair on average), each setting timed twice, interleaved, pairs/s at batch 4 / 8 / 16 /
-# 32: torch bf16 - / 20.6 / 20.0 / 16.7; OpenVINO bf16 29.9 / 31.1 / 29.5 / 29.2, int8 46.0 / 43.3 / 41.2 /
-# 39.8; and their sentences (57 tokens), OpenVINO bf16 201 / 203 / 196 / 181.
-CPU_BATCH_SIZE = 16
-EXPORTED_CPU_BATCH_SIZE = 8
-EXPORTED_CPU_INT8_BATCH_SIZE = 4
-ACCELERATOR_BATCH_SIZE = 128
-
-
-def default_batch_size(device: torch.device, backend: str = "torch", precision: str = "fp32") -> int:
-    """Pairs per forward pass when none is asked for: see :data:`CPU_BATCH_SIZE`."""
-    if device.type != "cpu":
-        return ACCELERATOR_BATCH_SIZE
-    if backend == "torch":
-        return CPU_BATCH_SIZE
-    return EXPORTED_CPU_INT8_BATCH_SIZE if precision == "int8" else EXPORTED_CPU_BATCH_SIZE
 
 
 class CrossEncoderScorer:
@@ -163,16 +133,7 @@ class CrossEncoderScorer:
         self.activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
         self._encoder: PairEncoder | None = None
         self.attention = ""
-        self._load_lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_load_lock", None)  # a lock cannot be copied or pickled; each copy gets its own
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._load_lock = threading.Lock()
+        self._load_lock = CopyableLock()
 
     # ------------------------------------------------------------------ loading
     @property
@@ -234,9 +195,10 @@ class CrossEncoderScorer:
 
         def load_weights() -> Any:
             try:
-                return AutoModelForSequenceClassification.from_pretrained(
-                    name, config=config, **hub_kwargs, **model_kwargs
-                ).eval()
+                with transformers_bars_off():
+                    return AutoModelForSequenceClassification.from_pretrained(
+                        name, config=config, **hub_kwargs, **model_kwargs
+                    ).eval()
             except Exception as error:  # safetensors, torch and transformers raise many kinds here
                 raise OSError(f"Could not load the weights of cross-encoder '{self.model_name}': {error}") from error
 
@@ -312,65 +274,18 @@ class CrossEncoderScorer:
         :raises ValueError: If the scorer's backend is `"torch"`, either pair list is empty, or distillation is
             asked for on a backend other than OpenVINO or with no pairs.
         """
-        from haystack_crossrerank import exported
+        from haystack_crossrerank.ranking.calibration import calibrate_scorer_int8
 
-        def refuse_torch() -> None:
-            if self.backend == "torch":
-                raise ValueError(
-                    "calibrate_int8 needs backend 'onnx' or 'openvino', but this scorer's backend is 'torch'"
-                    + (" ('auto' resolved to it here)" if self.requested_backend == "auto" else "")
-                )
-
-        refuse_torch()
-        check_pairs(calibration_pairs)
-        check_pairs(held_pairs)
-        if not calibration_pairs or not held_pairs:
-            raise ValueError(
-                f"calibrate_int8 needs calibration and held-out pairs, but got {len(calibration_pairs)} and "
-                f"{len(held_pairs)}"
-            )
-        check_int("distil_batch_size", distil_batch_size, minimum=1)
-        if distil_pairs is not None:
-            check_pairs(distil_pairs)
-            if not distil_pairs:
-                raise ValueError("calibrate_int8 got distil_pairs=[]: pass in-domain pairs, or None not to distil")
-        self.load()
-        refuse_torch()
-        assert self.export_folder is not None
-        distil = None
-        if distil_pairs is not None:
-            if self.backend != "openvino":
-                raise ValueError(
-                    f"int8 distillation makes OpenVINO models, but this scorer's backend is {self.backend!r}: "
-                    "pass backend='openvino', or no distil_pairs"
-                )
-            from haystack_crossrerank.exported.distil import distil_openvino_int8
-
-            load_weights = self._load_weights
-            assert load_weights is not None
-            train = [features for _, features in self._batches(distil_pairs, distil_batch_size, self.max_length)]
-
-            def distil(target: Path, calibration: list[dict[str, np.ndarray]]) -> DistilStats:
-                return distil_openvino_int8(
-                    load_weights, target, calibration, train, settings=distil_settings, show_progress=show_progress
-                )
-
-        calibration = [features for _, features in self._batches(calibration_pairs, batch_size, self.max_length)]
-        held = list(self._batches(held_pairs, self.batch_size, self.max_length))
-        report = exported.calibrate_int8(
-            self.export_folder,
-            self.backend,
-            calibration,
-            held,
-            counts=(len(calibration_pairs), len(held_pairs), exported.pairs_digest(calibration_pairs)),
-            distil=distil,
+        return calibrate_scorer_int8(
+            self,
+            calibration_pairs,
+            held_pairs,
+            batch_size=batch_size,
+            distil_pairs=distil_pairs,
+            distil_settings=distil_settings,
+            distil_batch_size=distil_batch_size,
+            show_progress=show_progress,
         )
-        self.int8_report = report
-        if report.passed and self.requested_precision == "int8":
-            path = exported.int8_path(self.export_folder, self.backend)
-            self.model = exported.RuntimeSession(self.backend, path, precision="int8")
-            self.precision = "int8"
-        return report
 
     @classmethod
     def from_model(
@@ -439,7 +354,7 @@ class CrossEncoderScorer:
                 f"`max_length` must be > {encoder.special_tokens + 1} for this model, but got {max_length}"
             )
 
-        self.activation = _activation_from_config(config, self.model_name)
+        self.activation = activation_from_config(config, self.model_name)
         if self.requested_batch_size is None:
             self.batch_size = default_batch_size(device, self.backend, precision)
         self.tokenizer = tokenizer
@@ -572,23 +487,3 @@ class CrossEncoderScorer:
                 for name, value in features.items()
             }
         return {name: torch.from_numpy(value).to(self.device) for name, value in features.items()}
-
-
-def _activation_from_config(config: Any, model_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    settings = getattr(config, "sentence_transformers", None)
-    path = settings.get("activation_fn") if isinstance(settings, dict) else None
-    path = path or getattr(config, "sbert_ce_default_activation_function", None)
-    if path is None:
-        return torch.sigmoid
-    if path in _ACTIVATIONS:
-        return _ACTIVATIONS[path]
-    logger.warning("Cross-encoder '%s' names an unknown activation %r; using sigmoid", model_name, path)
-    return torch.sigmoid
-
-
-def sigmoid(value: float) -> float:
-    """A numerically safe logistic function on a Python float."""
-    if value >= 0:
-        return 1.0 / (1.0 + math.exp(-value))
-    e = math.exp(value)
-    return e / (1.0 + e)

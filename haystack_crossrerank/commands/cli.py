@@ -12,16 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from haystack_crossrerank.cli_parser import build_parser
-from haystack_crossrerank.offline import (
+from haystack_crossrerank.commands.bundle import cmd_bundle
+from haystack_crossrerank.commands.cli_parser import build_parser
+from haystack_crossrerank.commands.index import cmd_index
+from haystack_crossrerank.commands.offline import (
     build_default_model,
     built_model_dir,
     offline_base,
     offline_base_model,
 )
-from haystack_crossrerank.paths import data_dir
+from haystack_crossrerank.utils.paths import data_dir
 
-logger = logging.getLogger("haystack_crossrerank.cli")
+logger = logging.getLogger("haystack_crossrerank.commands.cli")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -126,7 +128,7 @@ def parse_mix(values: list[str]) -> dict[str, float]:
 def cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
     from haystack_crossrerank.data.sts import load_pair_file, load_sts
     from haystack_crossrerank.evaluation.sts import STSEvaluator
-    from haystack_crossrerank.scoring import CrossEncoderScorer
+    from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 
     model = args.model or str(_default_model_or_exit())
     if args.pairs:
@@ -159,7 +161,7 @@ def cmd_build_default_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.benchmark import BenchOptions, run_benchmark
+    from haystack_crossrerank.commands.benchmark import BenchOptions, run_benchmark
 
     data_dir = resolve_data_dir(args.data_dir)
     if data_dir is None:
@@ -202,11 +204,15 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         for model in models:
             heading = record_benchmark(Path(model), result, command=command, when=today)
             print(f"recorded '{heading[4:]}' in {Path(model) / 'README.md'}")
+    if args.json:  # the JSON names its command, commit, package versions and machine (benchmarks/tables.py)
+        from haystack_crossrerank.utils.provenance import provenance
+
+        result["provenance"] = provenance(["crossrerank", *args.argv])
     return result
 
 
 def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.tuning import TuneOptions, run_tuning
+    from haystack_crossrerank.commands.tuning import TuneOptions, run_tuning
 
     data_dir = resolve_data_dir(args.data_dir)
     if data_dir is None:
@@ -255,7 +261,7 @@ def _variant(value: str) -> tuple[str, str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.demo import run_demo
+    from haystack_crossrerank.commands.demo import run_demo
 
     data_dir = resolve_data_dir(args.data_dir)
     model = Path(args.model) if args.model else build_default_model(data_dir=data_dir)
@@ -265,8 +271,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from haystack_crossrerank.exported import INT8_MIN_SPEARMAN, beir_calibration_pairs, beir_distillation_pairs
-    from haystack_crossrerank.scoring import CrossEncoderScorer
+    from haystack_crossrerank.commands.quantize import beir_calibration_pairs, beir_distillation_pairs
+    from haystack_crossrerank.exported import INT8_MIN_SPEARMAN
+    from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 
     data_dir = resolve_data_dir(args.data_dir)
     if data_dir is None:
@@ -300,10 +307,11 @@ def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.serving import ServeSettings, serve
+    from haystack_crossrerank.commands.serving import ServeSettings, serve
 
     settings = ServeSettings(
         corpus=args.corpus,
+        index=args.index,
         pipeline=args.pipeline,
         model=args.model,
         ranker=dict(args.set or []) or None,
@@ -311,11 +319,11 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f'serving {args.pipeline} on http://{args.host}:{args.port}/{args.pipeline}/run (POST {{"query": ...}})')
     serve(settings, host=args.host, port=args.port)
-    return {"pipeline": args.pipeline, "corpus": args.corpus}
+    return {"pipeline": args.pipeline, "corpus": args.corpus, "index": args.index}
 
 
 def cmd_rerank_run(args: argparse.Namespace) -> dict[str, Any]:
-    from haystack_crossrerank.rerank_run import RerankRunOptions, rerank_run
+    from haystack_crossrerank.commands.rerank_run import RerankRunOptions, rerank_run
 
     ray = args.ray
     if ray == "":  # --ray without an address: $RAY_ADDRESS if set, else a local Ray
@@ -340,7 +348,7 @@ def cmd_rerank_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_data_dir(value: str | None) -> str | None:
-    """The data folder by :func:`haystack_crossrerank.paths.data_dir`'s policy, as a string (`None`: the hub)."""
+    """The data folder by :func:`haystack_crossrerank.utils.paths.data_dir`'s policy, as a string (`None`: the hub)."""
     folder = data_dir(value)
     return str(folder) if folder is not None else None
 
@@ -372,6 +380,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "serve": cmd_serve,
     "rerank-run": cmd_rerank_run,
+    "bundle": cmd_bundle,
+    "index": cmd_index,
 }
 
 
@@ -388,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("haystack").setLevel(logging.WARNING)
     try:
         result = COMMANDS[args.command](args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, OSError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, OSError, RuntimeError) as error:
         print(f"crossrerank {args.command}: error: {error}", file=sys.stderr)
         return 2
     if getattr(args, "json", None):

@@ -32,13 +32,13 @@ from haystack import Document
 
 from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.evaluation.retrieval import per_query_ndcg10
-from haystack_crossrerank.first_stage import first_stage, index_corpus, offline_embedder, query_pipeline, retrieve
-from haystack_crossrerank.fusion import FUSION_METHODS, fuse_scores
-from haystack_crossrerank.passages import aggregate
-from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
-from haystack_crossrerank.progress import progress
 from haystack_crossrerank.ranker import CrossEncoderRanker
-from haystack_crossrerank.scoring import sigmoid
+from haystack_crossrerank.ranking.activation import sigmoid
+from haystack_crossrerank.ranking.fusion import FUSION_METHODS, fuse_scores
+from haystack_crossrerank.ranking.passages import aggregate
+from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
+from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, offline_embedder, query_pipeline, retrieve
+from haystack_crossrerank.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 

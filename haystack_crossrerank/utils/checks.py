@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 
@@ -46,3 +47,26 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise TypeError(f"`{name}` must be one of {list(choices)}, but got {type(value).__name__} {value!r}")
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, but got {value!r}")
+
+
+class CopyableLock:
+    """
+    A `threading.Lock` for objects that are copied or pickled (components, scorers): a copy gets a fresh, released
+    lock of its own instead of failing ("cannot pickle '_thread.lock' object").
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> CopyableLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CopyableLock:
+        return CopyableLock()
+
+    def __reduce__(self) -> tuple[type[CopyableLock], tuple[()]]:
+        return (CopyableLock, ())

@@ -15,9 +15,12 @@ from typing import Any
 from haystack import Document, Pipeline
 
 from haystack_crossrerank.data.beir import load_beir
-from haystack_crossrerank.documents import deduplicate_documents
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
-from haystack_crossrerank.first_stage import (
+from haystack_crossrerank.ranker import CrossEncoderRanker
+from haystack_crossrerank.ranking.documents import deduplicate_documents
+from haystack_crossrerank.ranking.fusion import fuse_scores
+from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
+from haystack_crossrerank.retrievers.stages import (
     FirstStage,
     first_stage,
     index_corpus,
@@ -26,10 +29,7 @@ from haystack_crossrerank.first_stage import (
     retrieve,
     shipped_depth,
 )
-from haystack_crossrerank.fusion import fuse_scores
-from haystack_crossrerank.pipelines import load_pipeline, pipeline_path
-from haystack_crossrerank.progress import progress
-from haystack_crossrerank.ranker import CrossEncoderRanker
+from haystack_crossrerank.utils.progress import progress, transformers_bars_off
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ def _rerank_row(
     options: BenchOptions,
 ) -> tuple[Row, dict[str, dict[str, float]]]:
     """Rerank every query's candidates; latency is first stage + rerank, pairs/s counts the rerank alone."""
-    ranker.warm_up()
+    with transformers_bars_off():  # the peer's load would draw transformers' "Loading weights" bar
+        ranker.warm_up()
     if queries:  # one untimed call so that lazy initialisation is not counted
         ranker.run(query=queries[0][1], documents=candidates[queries[0][0]][:2])
     rankings: dict[str, list[str]] = {}
@@ -333,7 +334,7 @@ def _peer_row(
     first_ms: dict[str, float],
     options: BenchOptions,
 ) -> Row:
-    from haystack_crossrerank._extras import require
+    from haystack_crossrerank.utils.extras import require
 
     module = require("haystack_integrations.components.rankers.sentence_transformers", "bench")
     peer = module.SentenceTransformersSimilarityRanker(model=model, top_k=options.depth, meta_fields_to_embed=["title"])
@@ -382,7 +383,7 @@ def plot_depths(
 
     :returns: The points per mode and the path of the PNG.
     """
-    from haystack_crossrerank._extras import require
+    from haystack_crossrerank.utils.extras import require
 
     plt = require("matplotlib.pyplot", "bench")
     # the plot's fixed depths below the run's, the shipped pipeline's depth, and the run's own

@@ -24,7 +24,7 @@ from typing import Any
 
 from haystack import Document
 
-from haystack_crossrerank._extras import require
+from haystack_crossrerank.utils.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def build_ranker(options: RerankRunOptions) -> Any:
     """The ranker of `options.pipeline`, with the model, `top_k` = depth and the extra settings."""
     import yaml
 
-    from haystack_crossrerank.pipelines import pipeline_path
     from haystack_crossrerank.ranker import CrossEncoderRanker
+    from haystack_crossrerank.retrievers.pipelines import pipeline_path
 
     spec = yaml.safe_load(pipeline_path(options.pipeline).read_text(encoding="utf-8"))
     params = dict(spec["components"]["ranker"]["init_parameters"])

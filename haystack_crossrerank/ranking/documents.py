@@ -7,6 +7,9 @@ from typing import Any
 
 from haystack import Document
 
+from haystack_crossrerank.ranking.passages import AGGREGATIONS, PASSAGE_MODES
+from haystack_crossrerank.utils.checks import check_choice, check_int, check_number
+
 
 def deduplicate_documents(documents: list[Document]) -> list[Document]:
     """
@@ -43,3 +46,23 @@ def check_inputs(query: Any, documents: Any) -> None:
     for position, doc in enumerate(documents):
         if not isinstance(doc, Document):
             raise TypeError(f"`documents[{position}]` must be a Document, but got {type(doc).__name__} {doc!r}")
+
+
+def check_overrides(
+    top_k: Any, scale_score: Any, score_threshold: Any, passages: Any, aggregation: Any, max_passages: Any
+) -> None:
+    """
+    Check the ranker's per-call overrides of its settings; `None` means "not overridden" for each.
+
+    :raises TypeError: If an override has the wrong type.
+    :raises ValueError: If `top_k` or `max_passages` is not > 0, or `passages` or `aggregation` is not a known one.
+    """
+    check_int("top_k", top_k, minimum=1, optional=True)
+    if scale_score is not None and not isinstance(scale_score, bool):
+        raise TypeError(f"`scale_score` must be a bool, but got {type(scale_score).__name__} {scale_score!r}")
+    check_number("score_threshold", score_threshold, optional=True)
+    if passages is not None:
+        check_choice("passages", passages, PASSAGE_MODES)
+    if aggregation is not None:
+        check_choice("aggregation", aggregation, AGGREGATIONS)
+    check_int("max_passages", max_passages, minimum=1, optional=True)
