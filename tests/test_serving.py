@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORDS
+from tests.serving_server import Server, start_server, write_corpus
 
 pytest.importorskip("hayhooks")
 httpx = pytest.importorskip("httpx")
@@ -23,55 +19,21 @@ httpx = pytest.importorskip("httpx")
 QUERIES = [" ".join(random.Random(seed).choices(WORDS, k=4)) for seed in range(16)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(7)
-    path = tmp_path_factory.mktemp("serve") / "corpus.jsonl"
-    rows = [
-        {
-            "_id": f"d{i}",
-            "title": " ".join(rng.choices(WORDS, k=3)),
-            "text": ". ".join(" ".join(rng.choices(WORDS, k=8)) for _ in range(4)) + ".",
-        }
-        for i in range(40)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+    return write_corpus(tmp_path_factory.mktemp("serve") / "corpus.jsonl")
 
 
 @pytest.fixture(scope="module")
-def server(corpus: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "CROSSRERANK_HOME": str(tmp_path_factory.mktemp("home"))}
-    command = [sys.executable, "-m", "haystack_crossrerank.commands.cli", "serve", "--corpus", str(corpus)]
-    command += ["--model", str(tiny_model), "--port", str(port)]
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/bm25_rerank/run"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.post(url, json={"query": "paris"}, timeout=30).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer within 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def served(corpus: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("server"), corpus, tiny_model)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(served: Server) -> str:
+    return served.run_url
 
 
 def _ask(url: str, query: str) -> list[dict]:
@@ -83,14 +45,14 @@ def _ask(url: str, query: str) -> list[dict]:
 def test_http_results_equal_the_in_process_pipeline(server: str, corpus: Path, tiny_model: Path) -> None:
     from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
 
-    local = ServedPipeline(ServeSettings(corpus=str(corpus), model=str(tiny_model)))
-    for query in QUERIES[:4]:
-        served = _ask(server, query)
-        expected = local.run(query)
-        assert [d["id"] for d in served] == [d["id"] for d in expected]
-        assert [d["score"] for d in served] == pytest.approx([d["score"] for d in expected], abs=1e-6)
-        assert len(served) == 10
-        assert all("crossrerank_passage" in d["meta"] for d in served), "the highlight travels too"
+    with ServedPipeline(ServeSettings(corpus=str(corpus), model=str(tiny_model))) as local:
+        for query in QUERIES[:4]:
+            served = _ask(server, query)
+            expected = local.run(query)
+            assert [d["id"] for d in served] == [d["id"] for d in expected]
+            assert [d["score"] for d in served] == pytest.approx([d["score"] for d in expected], abs=1e-6)
+            assert len(served) == 10
+            assert all("crossrerank_passage" in d["meta"] for d in served), "the highlight travels too"
 
 
 def test_concurrent_requests_equal_sequential_ones(server: str) -> None:
@@ -99,6 +61,24 @@ def test_concurrent_requests_equal_sequential_ones(server: str) -> None:
         concurrent = list(pool.map(lambda q: _ask(server, q), QUERIES))
     assert concurrent == sequential
     assert len({tuple(d["id"] for d in r) for r in sequential}) > 1, "different queries, different rankings"
+
+
+def test_requests_waiting_together_share_a_scorer_call_and_get_their_own_results(served: Server) -> None:
+    alone = {q: _ask(served.run_url, q) for q in QUERIES[4:8]}
+    before = served.metrics()
+    # A slowed request holds the scorer for a second; the four sent meanwhile wait in the queue together.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        blocker = pool.submit(_ask, served.run_url, "zzslow " + QUERIES[0])
+        time.sleep(0.3)
+        waiting = {q: pool.submit(_ask, served.run_url, q) for q in QUERIES[4:8]}
+        together = {q: future.result() for q, future in waiting.items()}
+        blocker.result()
+    after = served.metrics()
+    assert together == alone, "each request gets exactly its own documents and scores"
+    rounds = served.change(before, after, "crossrerank_batch_requests_count")
+    alone_rounds = served.change(before, after, "crossrerank_batch_requests_bucket", le="1.0")
+    assert rounds - alone_rounds >= 1, "at least one scorer call held the pairs of several requests"
+    assert served.change(before, after, "crossrerank_requests_total", status="200") == 5
 
 
 @pytest.mark.parametrize(

@@ -316,6 +316,11 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model,
         ranker=dict(args.set or []) or None,
         depth=args.depth,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout_s,
+        max_wait_ms=args.max_wait_ms,
+        max_batch_requests=args.max_batch_requests,
+        max_batch_tokens=args.max_batch_tokens,
     )
     print(f'serving {args.pipeline} on http://{args.host}:{args.port}/{args.pipeline}/run (POST {{"query": ...}})')
     serve(settings, host=args.host, port=args.port)

@@ -255,6 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--set", type=_ranker_setting, action="append", metavar="KEY=VALUE", help="another ranker setting"
     )
+    serve.add_argument(
+        "--max-queue", type=int, default=64, help="requests waiting for the scorer; beyond: 503 (default %(default)s)"
+    )
+    serve.add_argument(
+        "--timeout-s",
+        type=float,
+        default=30.0,
+        help="a request's deadline in seconds; past it: 504 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="the longest the scorer waits for other requests' pairs (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-batch-requests",
+        type=int,
+        help="the most requests whose pairs share a scorer call (default: no limit; 1: one request at a time)",
+    )
+    serve.add_argument(
+        "--max-batch-tokens", type=int, help="the most padded tokens per forward pass (default: the ranker's)"
+    )
     rerank = sub.add_parser("rerank-run", help="rerank a TREC run (or JSONL candidates), in one process or on Ray")
     rerank.add_argument("--run", required=True, help="TREC run (qid Q0 docid rank score tag) or .jsonl candidates")
     rerank.add_argument("--corpus", required=True, help="a BEIR folder or corpus .jsonl[.gz]")

@@ -2,32 +2,58 @@
 
 `crossrerank serve --corpus PATH` indexes the corpus into the store the YAML pipelines share (`--index DIR`
 loads an index saved by `crossrerank index` instead), writes a hayhooks pipeline folder whose `PipelineWrapper`
-holds a :class:`ServedPipeline`, and runs hayhooks' FastAPI app with uvicorn. A request is hayhooks' convention
-for a deployed pipeline: `POST /<pipeline>/run` with `{"query": "..."}`; the answer is
+holds a :class:`Deployment`, and runs hayhooks' FastAPI app with uvicorn. A request is hayhooks' convention for a
+deployed pipeline: `POST /<pipeline>/run` with `{"query": "..."}`; the answer is
 `{"result": [{"id", "content", "score", "meta"}, ...]}`, best first.
 
-Requests are served one at a time through the pipeline (a lock): on a CPU one model gains nothing from running
-two batches at once, and the results then cannot depend on what else is in flight.
+Requests run the first stage concurrently and meet in a
+:class:`~haystack_crossrerank.ranking.scheduler.BatchingScorer`, which scores the pairs of requests that arrive
+together in shared batches, each request getting exactly its own logits. The scheduler's queue is bounded
+(beyond it: 503 with `Retry-After`) and each request has a deadline (past it: 504). The HTTP side (a client that
+disconnects, `/health`, `/metrics`, a graceful stop) is in :mod:`haystack_crossrerank.commands.serving_http`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import math
+import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from haystack_crossrerank.commands.serving_http import (
+    CLIENT_CLOSED_REQUEST,
+    add_production_routes,
+    scheduler_http_error,
+)
+from haystack_crossrerank.utils.checks import check_int, check_number
 from haystack_crossrerank.utils.extras import require
+
+if TYPE_CHECKING:
+    from haystack_crossrerank.commands.serving_metrics import ServingMetrics
+    from haystack_crossrerank.ranking.scheduler import BatchingScorer, RequestScope, RoundRecord
 
 logger = logging.getLogger(__name__)
 
 # Longest query accepted, in characters: far beyond any real query, far below what would tie up the model.
 MAX_QUERY_CHARS = 2048
 SERVED_PIPELINES = ("bm25_rerank", "faiss_rerank", "hybrid_rerank")
+# How long uvicorn waits for requests in flight after SIGTERM, beyond the requests' own deadline, in seconds.
+SHUTDOWN_GRACE_S = 5.0
+
+# The scheduler scope of the HTTP request being served in this context (set by the HTTP middleware; copied into
+# the thread that runs the pipeline), so that a client that disconnects cancels its own pairs.
+_REQUEST_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "crossrerank_request_scope", default=None
+)
 
 _WRAPPER_SOURCE = '''"""Written by `crossrerank serve` for hayhooks; see haystack_crossrerank.commands.serving."""
 
@@ -35,25 +61,28 @@ from pathlib import Path
 
 from hayhooks import BasePipelineWrapper
 
-from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
+from haystack_crossrerank.commands.serving import Deployment, ServedPipeline, ServeSettings
 
 
 class PipelineWrapper(BasePipelineWrapper):
     def setup(self) -> None:
         settings = ServeSettings.from_json((Path(__file__).parent / "settings.json").read_text(encoding="utf-8"))
-        self.served = ServedPipeline(settings)
-        self.pipeline = self.served.pipeline
+        # The index and the model load in a background thread: the server answers (503) while they do.
+        self.deployment = Deployment(settings, on_ready=self._ready)
+
+    def _ready(self, served: ServedPipeline) -> None:
+        self.pipeline = served.pipeline
 
     def run_api(self, query: str) -> list[dict]:
         """Rerank the corpus's candidates for `query`: the documents, best first."""
-        return self.served.run_checked(query)
+        return self.deployment.run_checked(query)
 '''
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     """
-    What `crossrerank serve` serves.
+    What `crossrerank serve` serves, and how it treats load.
 
     :param corpus: A BEIR folder (its `corpus.jsonl[.gz]`) or a JSON lines file of documents, indexed at start.
     :param pipeline: One of :data:`SERVED_PIPELINES`.
@@ -62,7 +91,17 @@ class ServeSettings:
     :param depth: Candidates the first stage retrieves (`None`: the pipeline's own).
     :param index: Instead of `corpus`, a folder written by `crossrerank index`; the dense pipelines embed queries
         with its embedder.
-    :raises ValueError: Unless exactly one of `corpus` and `index` is given.
+    :param max_queue: The most requests waiting for the scorer; beyond it a request gets 503 with `Retry-After`.
+    :param timeout_s: A request's deadline in seconds, from its arrival; past it the request gets 504 and its
+        pairs leave the queue.
+    :param max_wait_ms: The longest the scorer waits for other requests' pairs before scoring, in milliseconds.
+    :param max_batch_requests: The most requests whose pairs share a scorer call; `None`: no limit; 1: one
+        request at a time.
+    :param max_batch_tokens: The most padded tokens per forward pass (the ranker's `max_batch_tokens`); `None`:
+        the ranker's setting.
+    :raises ValueError: Unless exactly one of `corpus` and `index` is given, or for a count that is not > 0 or
+        a time that is negative (`timeout_s` must be > 0).
+    :raises TypeError: For a limit of the wrong type.
     """
 
     corpus: str | None = None
@@ -71,10 +110,24 @@ class ServeSettings:
     ranker: dict[str, Any] | None = None
     depth: int | None = None
     index: str | None = None
+    max_queue: int = 64
+    timeout_s: float = 30.0
+    max_wait_ms: float = 5.0
+    max_batch_requests: int | None = None
+    max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if (self.corpus is None) == (self.index is None):
             raise ValueError(f"give one of `corpus` and `index`, but got corpus={self.corpus!r}, index={self.index!r}")
+        check_int("max_queue", self.max_queue, minimum=1)
+        check_int("max_batch_requests", self.max_batch_requests, minimum=1, optional=True)
+        check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
+        check_number("timeout_s", self.timeout_s)
+        check_number("max_wait_ms", self.max_wait_ms)
+        if not 0 < self.timeout_s < math.inf:
+            raise ValueError(f"`timeout_s` must be a finite number > 0, but got {self.timeout_s}")
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise ValueError(f"`max_wait_ms` must be a finite number >= 0, but got {self.max_wait_ms}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -86,16 +139,24 @@ class ServeSettings:
 
 class ServedPipeline:
     """
-    A shipped query pipeline over an indexed corpus, ready to answer queries (in process; hayhooks calls it).
+    A shipped query pipeline over an indexed corpus, ready to answer queries (in process; the server holds one).
+
+    The ranker scores through a :class:`~haystack_crossrerank.ranking.scheduler.BatchingScorer`, so threads that
+    call :meth:`run` together share batches; each gets the ranking it would get alone. Call :meth:`close` (or use
+    `with`) when done, to stop the scheduler's thread.
 
     :param settings: What to serve.
+    :param on_round: Called after each scorer call with its
+        :class:`~haystack_crossrerank.ranking.scheduler.RoundRecord` (for metrics).
     :raises ValueError: For a pipeline that is not one of :data:`SERVED_PIPELINES`, or an index that does not
         match its manifest or the pipeline's settings.
     :raises FileNotFoundError: If the corpus or the index (or one of its files) does not exist.
     """
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, *, on_round: Callable[[RoundRecord], None] | None = None) -> None:
         from haystack_crossrerank.data.beir import read_corpus
+        from haystack_crossrerank.ranker import CrossEncoderRanker
+        from haystack_crossrerank.ranking.scheduler import BatchingScorer
         from haystack_crossrerank.retrievers.index import read_manifest
         from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
         from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, offline_embedder
@@ -111,40 +172,178 @@ class ServedPipeline:
             corpus = read_corpus(str(settings.corpus))
             index_corpus(corpus, self.stage.indexing)
             embedder, count = None, len(corpus)
+        self.document_count: int = count
         model = settings.model or _default_model()
         overrides = self.stage.overrides(settings.depth) if settings.depth is not None else {}
         if self.stage.dense:  # queries are embedded as the documents were
             overrides["text_embedder"] = {"model": embedder or offline_embedder()}
         overrides["ranker"] = {"model": model, **(settings.ranker or {})}
+        if settings.max_batch_tokens is not None:
+            overrides["ranker"]["max_batch_tokens"] = settings.max_batch_tokens
         self.pipeline = load_pipeline(pipeline_path(settings.pipeline), overrides=overrides, index=settings.index)
         self.pipeline.warm_up()
-        self._lock = threading.Lock()
+        ranker = self.pipeline.get_component("ranker")
+        if not isinstance(ranker, CrossEncoderRanker) or ranker.scorer is None:
+            raise TypeError(
+                f"the pipeline's `ranker` must be a warmed-up CrossEncoderRanker, but got {type(ranker).__name__}"
+            )
+        self.batching: BatchingScorer = BatchingScorer(
+            ranker.scorer,
+            max_wait_ms=settings.max_wait_ms,
+            max_batch_requests=settings.max_batch_requests,
+            max_queue=settings.max_queue,
+            timeout_s=settings.timeout_s,
+            on_round=on_round,
+        )
+        ranker.use_scorer(self.batching)
         logger.info("Serving %s over %d documents with %s", settings.pipeline, count, model)
 
-    def run(self, query: str, top_k: int | None = None) -> list[dict[str, Any]]:
+    def run(self, query: str, top_k: int | None = None, *, scope: RequestScope | None = None) -> list[dict[str, Any]]:
         """
         The reranked documents for a query, as JSON-ready dictionaries.
 
         :param query: The query.
         :param top_k: The most documents (default: the pipeline's ranker setting).
+        :param scope: The request's scheduler scope, made by `self.batching.scope()` (its deadline; another thread
+            may cancel it); `None`: a new one with the settings' `timeout_s`.
         :returns: `{"id", "content", "score", "meta"}` per document, best first.
+        :raises haystack.core.errors.PipelineRuntimeError: From a component; a
+            :class:`~haystack_crossrerank.ranking.scheduler.SchedulerError` (queue full, deadline passed, request
+            cancelled, scheduler closed) is its `__cause__`.
         """
         ranker_inputs: dict[str, Any] = {"query": query}
         if top_k is not None:
             ranker_inputs["top_k"] = top_k
-        with self._lock:
+        with scope if scope is not None else self.batching.scope():
             out = self.pipeline.run({**self.stage.inputs(query), "ranker": ranker_inputs})
         return [
             {"id": doc.id, "content": doc.content, "score": doc.score, "meta": dict(doc.meta)}
             for doc in out["ranker"]["documents"]
         ]
 
+    def close(self, *, drain: bool = True) -> None:
+        """Stop the scheduler: new requests are refused; with `drain`, queued ones are scored first."""
+        self.batching.close(drain=drain)
+
+    def __enter__(self) -> ServedPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Deployment:
+    """
+    A :class:`ServedPipeline` for a server: it loads in a background thread, so that the server can answer
+    (`/health`: 503) while the index loads and the model warms up, and it turns queries into HTTP answers.
+
+    `run_checked` is what the hayhooks wrapper calls for `POST /<pipeline>/run`; :attr:`metrics` is what
+    `GET /metrics` shows.
+
+    Usage example:
+
+    ```python
+    from haystack_crossrerank.commands.serving import Deployment, ServeSettings
+
+    deployment = Deployment(ServeSettings(corpus="corpus.jsonl", model="path/to/cross-encoder"))
+    print(deployment.health()[0])  # the index and the model load in the background
+    # 503
+    deployment.wait_loaded()
+    print(deployment.health())
+    # (200, {'status': 'ready', 'pipeline': 'bm25_rerank', 'documents': 2})
+    print(deployment.run_checked("capital of France")[0]["id"])
+    # d1
+    deployment.close()
+    ```
+
+    :param settings: What to serve.
+    :param on_ready: Called in the loading thread with the :class:`ServedPipeline` once it is ready.
+    :raises ImportError: Naming the `serve` extra if prometheus-client is not installed.
+    """
+
+    def __init__(self, settings: ServeSettings, *, on_ready: Callable[[ServedPipeline], None] | None = None) -> None:
+        from haystack_crossrerank.commands.serving_metrics import ServingMetrics
+
+        self.settings = settings
+        self.metrics: ServingMetrics = ServingMetrics(settings.pipeline)
+        self.served: ServedPipeline | None = None
+        self.error: BaseException | None = None
+        self._on_ready = on_ready
+        self._lock = threading.Lock()
+        self._closed = False
+        self._loaded = threading.Event()  # set when loading ends, ready or failed
+        self._loader = threading.Thread(target=self._load, name="crossrerank-load", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            served = ServedPipeline(self.settings, on_round=self.metrics.observe_round)
+        except Exception as error:
+            logger.exception("Loading %s failed; the server answers 503", self.settings.pipeline)
+            self.error = error
+            self._loaded.set()
+            return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self.served = served
+        if closed:  # the server stopped while this loaded
+            served.close(drain=False)
+        else:
+            logger.info("Ready in %.1fs", time.perf_counter() - started)
+            if self._on_ready is not None:
+                self._on_ready(served)
+        self._loaded.set()
+
+    @property
+    def state(self) -> str:
+        """`"loading"`, `"ready"`, `"failed"` or `"stopping"`."""
+        if self._closed:
+            return "stopping"
+        if self.served is not None:
+            return "ready"
+        return "failed" if self.error is not None else "loading"
+
+    def wait_loaded(self, timeout_s: float | None = None) -> bool:
+        """Wait until loading ends (ready or failed); return whether it has."""
+        return self._loaded.wait(timeout_s)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The answer to `GET /health`: 200 once ready, 503 before (or if loading failed, or while stopping)."""
+        state = self.state
+        body: dict[str, Any] = {"status": state, "pipeline": self.settings.pipeline}
+        if state == "ready":
+            assert self.served is not None
+            body["documents"] = self.served.document_count
+            return 200, body
+        if state == "failed":
+            body["error"] = f"{type(self.error).__name__}: {self.error}"
+        return 503, body
+
+    @contextmanager
+    def serving_request(self) -> Iterator[RequestScope | None]:
+        """
+        Around one HTTP request (in the event loop, before the pipeline runs in a thread): a scheduler scope
+        whose deadline starts now, seen by :meth:`run_checked` in this context and the threads that copy it.
+
+        :returns: The scope (cancel it when the client disconnects), or `None` before the pipeline is ready.
+        """
+        served = self.served
+        scope = served.batching.scope() if served is not None else None
+        token = _REQUEST_SCOPE.set(scope)
+        try:
+            yield scope
+        finally:
+            _REQUEST_SCOPE.reset(token)
+
     def run_checked(self, query: Any) -> list[dict[str, Any]]:
         """
-        :meth:`run` for an HTTP request: a bad query is a 4xx that says what was expected.
+        :meth:`ServedPipeline.run` for an HTTP request: every failure is an HTTP error that says what happened.
 
         :raises fastapi.HTTPException: 422 for a blank or non-string query, 413 for one longer than
-            :data:`MAX_QUERY_CHARS`.
+            :data:`MAX_QUERY_CHARS`; 503 (with `Retry-After`) while loading, if loading failed, when the
+            scheduler's queue is full or the server is stopping; 504 past the deadline; 499 if the client went away.
         """
         from fastapi import HTTPException
 
@@ -155,7 +354,40 @@ class ServedPipeline:
                 status_code=413,
                 detail=f"`query` must be at most {MAX_QUERY_CHARS} characters, but got {len(query)}",
             )
-        return self.run(query)
+        served, state = self.served, self.state
+        if served is None or state != "ready":
+            detail = {"loading": "the pipeline is loading", "stopping": "the server is stopping"}.get(state)
+            detail = detail or f"the pipeline failed to load: {self.error}"
+            raise HTTPException(status_code=503, detail=detail, headers={"Retry-After": "1"})
+        scope = _REQUEST_SCOPE.get()
+        if scope is not None and scope.cancelled:  # the client left while the request waited for a thread
+            raise HTTPException(status_code=CLIENT_CLOSED_REQUEST, detail="the request was cancelled")
+        if scope is not None and scope.deadline is not None and scope.deadline <= time.monotonic():
+            raise HTTPException(status_code=504, detail="the request's deadline passed before the pipeline ran")
+        try:
+            return served.run(query, scope=scope)
+        except Exception as error:
+            http_error = scheduler_http_error(error)
+            if http_error is None:
+                raise
+            raise http_error from error
+
+    def observe_request(self, status: int, seconds: float) -> None:
+        """Count one answered HTTP request in the metrics."""
+        self.metrics.observe_request(status, seconds)
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """The metrics in Prometheus' text format, and their content type."""
+        served = self.served
+        text = self.metrics.render(served.batching.stats() if served is not None else None, ready=self.state == "ready")
+        return text, self.metrics.content_type
+
+    def close(self, *, drain: bool = True) -> None:
+        """Refuse new requests and stop the scheduler (with `drain`, after scoring what is queued)."""
+        with self._lock:
+            self._closed, served = True, self.served
+        if served is not None:
+            served.close(drain=drain)
 
 
 def _default_model() -> str:
@@ -181,14 +413,18 @@ def write_wrapper(settings: ServeSettings, pipelines_dir: Path) -> Path:
 
 def create_app(settings: ServeSettings, pipelines_dir: Path | None = None) -> Any:
     """
-    The hayhooks FastAPI app with the pipeline deployed (the corpus is indexed and the model loaded here).
+    The hayhooks FastAPI app with the pipeline deployed, `GET /health` and `GET /metrics`.
+
+    The index loads and the model warms up in a background thread once the app starts: until then `/health` and
+    the pipeline's route answer 503, and hayhooks' own routes work.
 
     :param settings: What to serve.
     :param pipelines_dir: Where the wrapper folder is written (default: a new temporary folder).
     :returns: The app.
-    :raises ImportError: Naming the `serve` extra if hayhooks is not installed.
+    :raises ImportError: Naming the `serve` extra if hayhooks or prometheus-client is not installed.
     """
     require("hayhooks", "serve")
+    require("prometheus_client", "serve")
     from hayhooks.settings import settings as hayhooks_settings
 
     folder = pipelines_dir or Path(tempfile.mkdtemp(prefix="crossrerank-serve-"))
@@ -196,19 +432,50 @@ def create_app(settings: ServeSettings, pipelines_dir: Path | None = None) -> An
     hayhooks_settings.pipelines_dir = str(folder)
     from hayhooks.server.app import create_app as hayhooks_app
 
-    started = time.perf_counter()
     app = hayhooks_app()
-    logger.info("Deployed %s in %.1fs (pipelines folder %s)", settings.pipeline, time.perf_counter() - started, folder)
+
+    def find() -> Deployment | None:  # the wrapper's, once hayhooks has deployed it at start-up
+        found = getattr(app.state.pipeline_registry.get(settings.pipeline), "deployment", None)
+        return found if isinstance(found, Deployment) else None
+
+    add_production_routes(app, settings.pipeline, find)
+    logger.info("App for %s created (pipelines folder %s)", settings.pipeline, folder)
     return app
 
 
 def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 1416) -> None:
     """
-    Serve until interrupted: `POST http://HOST:PORT/<pipeline>/run` with `{"query": "..."}`.
+    Serve until SIGTERM or Ctrl-C: `POST http://HOST:PORT/<pipeline>/run` with `{"query": "..."}`.
+
+    On SIGTERM the server stops accepting connections, finishes the requests in flight (waiting at most the
+    requests' deadline and :data:`SHUTDOWN_GRACE_S`), stops the scheduler, and returns.
 
     :param settings: What to serve.
     :param host: The interface to listen on.
     :param port: The port.
+    :raises FileNotFoundError: If the corpus or the index does not exist.
     """
     uvicorn = require("uvicorn", "serve")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    source = settings.index if settings.index is not None else settings.corpus
+    if not Path(str(source)).exists():
+        raise FileNotFoundError(f"the {'index' if settings.index else 'corpus'} {source} does not exist")
+    app = create_app(settings)
+    # uvicorn raises SIGTERM again after its graceful shutdown, for the handler that was there before it; with
+    # Python's default one the process would die of the signal. This one lets `serve` return, so the exit is 0.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stopped) if main_thread else None
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=math.ceil(settings.timeout_s + SHUTDOWN_GRACE_S),
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    logger.info("Stopped by signal %d after a graceful shutdown", signum)
