@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, build_tiny_cross_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -39,6 +39,11 @@ DESIGN_NOTES = DOCS / "design-notes.md"
 MODEL_PLACEHOLDER = "path/to/cross-encoder"
 DATA_PLACEHOLDER = "path/to/data"
 SKIP_MARKER = "<!-- skip-snippet -->"
+# A block that takes seconds (a real embedder, a short training run) runs with the slow tests; a block that talks to
+# `crossrerank serve` at SERVER_URL runs against a real server started for it (on a free port, put in its place).
+SLOW_MARKER = "<!-- slow-snippet -->"
+SERVER_MARKER = "<!-- server-snippet -->"
+SERVER_URL = "http://127.0.0.1:1416"
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 DIRECTIVE = re.compile(r"^:::\s+(?P<target>[\w.]+)\s*$", re.MULTILINE)
 
@@ -60,6 +65,7 @@ class Snippet:
     line: int
     code: str
     skipped: bool
+    marker: str = ""
 
     @property
     def name(self) -> str:
@@ -83,7 +89,7 @@ def python_snippets(path: Path) -> list[Snippet]:
             indent = len(opening["indent"])
             body = "\n".join(line[indent:] for line in lines[index + 1 : end])
             before = next((lines[i].strip() for i in range(index - 1, -1, -1) if lines[i].strip()), "")
-            snippets.append(Snippet(path, index + 1, body + "\n", before == SKIP_MARKER))
+            snippets.append(Snippet(path, index + 1, body + "\n", before == SKIP_MARKER, before))
         index = end + 1
     return snippets
 
@@ -162,15 +168,40 @@ def snippet_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     InMemoryDocumentStore(index="crossrerank-corpus").delete_all_documents()
 
 
-@pytest.mark.parametrize("snippet", [s for s in all_snippets() if not s.skipped], ids=lambda s: s.name)
-def test_python_snippet_runs(snippet: Snippet, snippet_folder: Path, tiny_model: Path) -> None:
+def _snippet_params() -> list[Any]:
+    return [
+        pytest.param(s, id=s.name, marks=[pytest.mark.slow] if s.marker in (SLOW_MARKER, SERVER_MARKER) else [])
+        for s in all_snippets()
+        if not s.skipped
+    ]
+
+
+@pytest.fixture(scope="module")
+def snippet_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random cross-encoder, with 512 positions like the real ones (training examples use 192 tokens)."""
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("snippet-model"), max_positions=512)
+
+
+@pytest.mark.parametrize("snippet", _snippet_params())
+def test_python_snippet_runs(snippet: Snippet, snippet_folder: Path, snippet_model: Path) -> None:
+    tiny_model = snippet_model
     code = snippet.code.replace(MODEL_PLACEHOLDER, str(tiny_model))
     if DATA_PLACEHOLDER in code:
         if not SHARED_DATA.is_dir():
             pytest.skip(f"{snippet.name} reads {DATA_PLACEHOLDER}, and {SHARED_DATA} is not beside the checkout")
         code = code.replace(DATA_PLACEHOLDER, str(SHARED_DATA))
     namespace: dict[str, Any] = {"__name__": "__snippet__"}
-    exec(compile(code, snippet.name, "exec"), namespace)
+    if snippet.marker != SERVER_MARKER:
+        exec(compile(code, snippet.name, "exec"), namespace)
+        return
+    from tests.serving_server import start_server, write_corpus
+
+    assert SERVER_URL in code, f"{snippet.name} is marked {SERVER_MARKER} but does not call {SERVER_URL}"
+    server = start_server(snippet_folder, write_corpus(snippet_folder / "corpus.jsonl"), tiny_model)
+    try:
+        exec(compile(code.replace(SERVER_URL, server.base), snippet.name, "exec"), namespace)
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------- the site
