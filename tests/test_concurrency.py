@@ -97,14 +97,21 @@ def run_in_threads(call: Callable[[int], Any], workers: int = THREADS) -> list[A
         return list(pool.map(start, range(workers)))
 
 
+def warm_ranker_and_sequential_results(
+    model: Path, backend: str, precision: str
+) -> tuple[CrossEncoderRanker, list[tuple[str, list[Document]]], list[list[tuple[str, float | None]]]]:
+    """A warmed-up ranker, the queries, and each query's ranking scored alone, one after another."""
+    ranker = make_ranker(model, backend, precision)
+    ranker.warm_up()
+    asked = queries()
+    return ranker, asked, [ranking(ranker.run(query=q, documents=docs)) for q, docs in asked]
+
+
 @pytest.mark.parametrize(("backend", "precision"), BACKENDS)
 def test_threads_sharing_one_ranker_get_the_sequential_results(
     tiny_model: Path, cache_home: Path, backend: str, precision: str
 ) -> None:
-    ranker = make_ranker(tiny_model, backend, precision)
-    ranker.warm_up()
-    asked = queries()
-    expected = [ranking(ranker.run(query=q, documents=docs)) for q, docs in asked]
+    ranker, asked, expected = warm_ranker_and_sequential_results(tiny_model, backend, precision)
 
     def several_runs(i: int) -> list[list[tuple[str, float | None]]]:
         query, docs = asked[i]
@@ -119,10 +126,7 @@ def test_threads_sharing_one_ranker_get_the_sequential_results(
 def test_concurrent_run_async_calls_get_the_sequential_results(
     tiny_model: Path, cache_home: Path, backend: str, precision: str
 ) -> None:
-    ranker = make_ranker(tiny_model, backend, precision)
-    ranker.warm_up()
-    asked = queries()
-    expected = [ranking(ranker.run(query=q, documents=docs)) for q, docs in asked]
+    ranker, asked, expected = warm_ranker_and_sequential_results(tiny_model, backend, precision)
 
     async def all_at_once() -> list[dict[str, list[Document]]]:
         return await asyncio.gather(*(ranker.run_async(query=q, documents=docs) for q, docs in asked))
