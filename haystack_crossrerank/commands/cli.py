@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from haystack_crossrerank.commands.adapt import cmd_adapt
 from haystack_crossrerank.commands.bundle import cmd_bundle
 from haystack_crossrerank.commands.cli_parser import build_parser
 from haystack_crossrerank.commands.index import cmd_index
@@ -387,6 +388,7 @@ COMMANDS = {
     "rerank-run": cmd_rerank_run,
     "bundle": cmd_bundle,
     "index": cmd_index,
+    "adapt": cmd_adapt,
 }
 
 

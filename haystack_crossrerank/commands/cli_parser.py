@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from haystack_crossrerank.commands.adapt import add_adapt_parser
 from haystack_crossrerank.commands.bundle import add_bundle_parser
 from haystack_crossrerank.commands.index import add_index_parser
 from haystack_crossrerank.commands.offline import BUILD_RECIPES, OFFLINE_BASES
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--json", help="write the summary to this JSON file")
     add_bundle_parser(sub)
     add_index_parser(sub)
+    add_adapt_parser(sub)
     return parser
 
 

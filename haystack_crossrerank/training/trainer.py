@@ -259,6 +259,7 @@ def train_cross_encoder(
     card_facts: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
     final_precision: str = "fp32",
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """
     Fine-tune a cross-encoder and write a model folder that Hugging Face and sentence-transformers load.
@@ -274,6 +275,7 @@ def train_cross_encoder(
         `details` (see :func:`haystack_crossrerank.training.card.write_model_card`).
     :param extra_files: More files for the model folder: name to text.
     :param final_precision: The precision of the final evaluation (`"fp32"`, or `"auto"` for speed on long texts).
+    :param callbacks: More `transformers.TrainerCallback`s, e.g. a time budget that stops training.
     :returns: The output folder, timings, the training log and the final metrics.
     :raises FileExistsError: If the output folder exists and neither `overwrite` nor `resume` is set.
     """
@@ -287,7 +289,6 @@ def train_cross_encoder(
     if work.exists() and not config.resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-
     precision = training_precision(config.precision)
     transformers.set_seed(config.seed)
     model, tokenizer = load_for_training(config.base_model)
@@ -336,7 +337,7 @@ def train_cross_encoder(
         eval_tokenizer=tokenizer,
         eval_precision=eval_precision,
         loss=loss,
-        callbacks=[reporting.TrainingProgress(evaluator.primary_metric_name, show_bar=on_terminal())],
+        callbacks=[reporting.TrainingProgress(evaluator.primary_metric_name, show_bar=on_terminal()), *callbacks],
     )
     logger.info(
         "Training %s on %d rows: %d steps (%s, batch %d, lr %g)",
