@@ -310,6 +310,10 @@ def cmd_quantize(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     from haystack_crossrerank.commands.serving import ServeSettings, serve
 
+    if args.replicas is not None and args.ray is None:
+        raise ValueError(f"`--replicas` needs `--ray` (replicas run on Ray Serve), but got --replicas {args.replicas}")
+    if args.replicas is not None and args.replicas < 1:
+        raise ValueError(f"`--replicas` must be >= 1, but got {args.replicas}")
     settings = ServeSettings(
         corpus=args.corpus,
         index=args.index,
@@ -322,8 +326,18 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
         max_wait_ms=args.max_wait_ms,
         max_batch_requests=args.max_batch_requests,
         max_batch_tokens=args.max_batch_tokens,
+        qrels=args.qrels,
+        queries=args.queries,
     )
     print(f'serving {args.pipeline} on http://{args.host}:{args.port}/{args.pipeline}/run (POST {{"query": ...}})')
+    print(f"search page: http://{args.host}:{args.port}/")
+    if args.ray is not None:
+        from haystack_crossrerank.commands.serving_ray import serve_ray
+
+        replicas = 2 if args.replicas is None else args.replicas
+        address = args.ray or os.environ.get("RAY_ADDRESS") or "local"  # --ray alone: $RAY_ADDRESS, else local
+        serve_ray(settings, address=address, replicas=replicas, host=args.host, port=args.port)
+        return {"pipeline": args.pipeline, "corpus": args.corpus, "index": args.index, "replicas": replicas}
     serve(settings, host=args.host, port=args.port)
     return {"pipeline": args.pipeline, "corpus": args.corpus, "index": args.index}
 

@@ -279,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-batch-tokens", type=int, help="the most padded tokens per forward pass (default: the ranker's)"
     )
+    serve.add_argument("--qrels", help="a BEIR qrels .tsv: the search page marks judged documents and shows nDCG@10")
+    serve.add_argument(
+        "--queries", help="the judged queries' texts for --qrels: a BEIR queries.jsonl (default: the --corpus folder's)"
+    )
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="serve replicas on Ray Serve (ray extra; default: $RAY_ADDRESS, else a local Ray)",
+    )
+    serve.add_argument("--replicas", type=int, help="Ray Serve replicas, each loading the pipeline (default 2)")
     rerank = sub.add_parser("rerank-run", help="rerank a TREC run (or JSONL candidates), in one process or on Ray")
     rerank.add_argument("--run", required=True, help="TREC run (qid Q0 docid rank score tag) or .jsonl candidates")
     rerank.add_argument("--corpus", required=True, help="a BEIR folder or corpus .jsonl[.gz]")

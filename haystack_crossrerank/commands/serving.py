@@ -4,7 +4,8 @@
 loads an index saved by `crossrerank index` instead), writes a hayhooks pipeline folder whose `PipelineWrapper`
 holds a :class:`Deployment`, and runs hayhooks' FastAPI app with uvicorn. A request is hayhooks' convention for a
 deployed pipeline: `POST /<pipeline>/run` with `{"query": "..."}`; the answer is
-`{"result": [{"id", "content", "score", "meta"}, ...]}`, best first.
+`{"result": [{"id", "content", "score", "meta"}, ...]}`, best first (`"first_stage": true` adds the first stage's
+ranking, see :meth:`Deployment.run_checked`; the page at `GET /` shows both: see `commands.search_page`).
 
 Requests run the first stage concurrently and meet in a
 :class:`~haystack_crossrerank.ranking.scheduler.BatchingScorer`, which scores the pairs of requests that arrive
@@ -19,7 +20,6 @@ import contextvars
 import json
 import logging
 import math
-import signal
 import tempfile
 import threading
 import time
@@ -29,10 +29,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from haystack_crossrerank.commands.search_page import (
+    ComponentClock,
+    Judgments,
+    add_search_page,
+    check_options,
+    compared_answer,
+    judgment_files,
+    stage_timings,
+)
 from haystack_crossrerank.commands.serving_http import (
     CLIENT_CLOSED_REQUEST,
     add_production_routes,
+    run_until_stopped,
     scheduler_http_error,
+    write_wrapper,
 )
 from haystack_crossrerank.utils.checks import check_int, check_number
 from haystack_crossrerank.utils.extras import require
@@ -55,29 +66,6 @@ _REQUEST_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.Contex
     "crossrerank_request_scope", default=None
 )
 
-_WRAPPER_SOURCE = '''"""Written by `crossrerank serve` for hayhooks; see haystack_crossrerank.commands.serving."""
-
-from pathlib import Path
-
-from hayhooks import BasePipelineWrapper
-
-from haystack_crossrerank.commands.serving import Deployment, ServedPipeline, ServeSettings
-
-
-class PipelineWrapper(BasePipelineWrapper):
-    def setup(self) -> None:
-        settings = ServeSettings.from_json((Path(__file__).parent / "settings.json").read_text(encoding="utf-8"))
-        # The index and the model load in a background thread: the server answers (503) while they do.
-        self.deployment = Deployment(settings, on_ready=self._ready)
-
-    def _ready(self, served: ServedPipeline) -> None:
-        self.pipeline = served.pipeline
-
-    def run_api(self, query: str) -> list[dict]:
-        """Rerank the corpus's candidates for `query`: the documents, best first."""
-        return self.deployment.run_checked(query)
-'''
-
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -99,8 +87,11 @@ class ServeSettings:
         request at a time.
     :param max_batch_tokens: The most padded tokens per forward pass (the ranker's `max_batch_tokens`); `None`:
         the ranker's setting.
-    :raises ValueError: Unless exactly one of `corpus` and `index` is given, or for a count that is not > 0 or
-        a time that is negative (`timeout_s` must be > 0).
+    :param qrels: A BEIR qrels TSV: the search page marks the judged documents and shows nDCG@10 of both rankings
+        for a query whose text is a judged query's.
+    :param queries: The judged queries' texts: a BEIR `queries.jsonl` or its folder (`None`: the `corpus` folder's).
+    :raises ValueError: Unless exactly one of `corpus` and `index` is given, for `queries` without `qrels`, or for
+        a count that is not > 0 or a time that is negative (`timeout_s` must be > 0).
     :raises TypeError: For a limit of the wrong type.
     """
 
@@ -115,10 +106,14 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     max_batch_requests: int | None = None
     max_batch_tokens: int | None = None
+    qrels: str | None = None
+    queries: str | None = None
 
     def __post_init__(self) -> None:
         if (self.corpus is None) == (self.index is None):
             raise ValueError(f"give one of `corpus` and `index`, but got corpus={self.corpus!r}, index={self.index!r}")
+        if self.queries is not None and self.qrels is None:
+            raise ValueError(f"`queries` go with `qrels`, but got queries={self.queries!r} and no qrels")
         check_int("max_queue", self.max_queue, minimum=1)
         check_int("max_batch_requests", self.max_batch_requests, minimum=1, optional=True)
         check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
@@ -196,6 +191,7 @@ class ServedPipeline:
             on_round=on_round,
         )
         ranker.use_scorer(self.batching)
+        self.clock = ComponentClock(self.pipeline)
         logger.info("Serving %s over %d documents with %s", settings.pipeline, count, model)
 
     def run(self, query: str, top_k: int | None = None, *, scope: RequestScope | None = None) -> list[dict[str, Any]]:
@@ -211,15 +207,40 @@ class ServedPipeline:
             :class:`~haystack_crossrerank.ranking.scheduler.SchedulerError` (queue full, deadline passed, request
             cancelled, scheduler closed) is its `__cause__`.
         """
+        return list(self._run(query, top_k, scope, compare=False)["documents"])
+
+    def run_compared(
+        self, query: str, top_k: int | None = None, *, scope: RequestScope | None = None
+    ) -> dict[str, Any]:
+        """
+        :meth:`run`, with the first stage's ranking beside the reranked one and the time each stage took.
+
+        :param query: The query.
+        :param top_k: The most reranked documents (default: the pipeline's ranker setting).
+        :param scope: As in :meth:`run`.
+        :returns: `{"documents", "first_stage", "timings_ms"}`: the reranked documents as :meth:`run` gives them;
+            the first stage's candidates (all of them, best first) likewise; and the milliseconds spent in the
+            first stage's components (`"first_stage"`), in the ranker (`"ranker"`, waiting for a shared batch
+            included) and in the whole pipeline run (`"total"`).
+        :raises haystack.core.errors.PipelineRuntimeError: As :meth:`run`.
+        """
+        return self._run(query, top_k, scope, compare=True)
+
+    def _run(self, query: str, top_k: int | None, scope: RequestScope | None, *, compare: bool) -> dict[str, Any]:
         ranker_inputs: dict[str, Any] = {"query": query}
         if top_k is not None:
             ranker_inputs["top_k"] = top_k
-        with scope if scope is not None else self.batching.scope():
-            out = self.pipeline.run({**self.stage.inputs(query), "ranker": ranker_inputs})
-        return [
-            {"id": doc.id, "content": doc.content, "score": doc.score, "meta": dict(doc.meta)}
-            for doc in out["ranker"]["documents"]
-        ]
+        inputs = {**self.stage.inputs(query), "ranker": ranker_inputs}
+        outputs = {self.stage.output} if compare else None
+        with scope if scope is not None else self.batching.scope(), self.clock.measure() as spent:
+            started = time.perf_counter()
+            out = self.pipeline.run(inputs, include_outputs_from=outputs)
+            total = time.perf_counter() - started
+        answer: dict[str, Any] = {"documents": _documents(out["ranker"]["documents"])}
+        if compare:
+            answer["first_stage"] = _documents(out[self.stage.output]["documents"])
+            answer["timings_ms"] = stage_timings(spent, total)
+        return answer
 
     def close(self, *, drain: bool = True) -> None:
         """Stop the scheduler: new requests are refused; with `drain`, queued ones are scored first."""
@@ -238,7 +259,8 @@ class Deployment:
     (`/health`: 503) while the index loads and the model warms up, and it turns queries into HTTP answers.
 
     `run_checked` is what the hayhooks wrapper calls for `POST /<pipeline>/run`; :attr:`metrics` is what
-    `GET /metrics` shows.
+    `GET /metrics` shows; :attr:`judgments` (read from `settings.qrels` as the pipeline loads) is what the search
+    page scores rankings with.
 
     Usage example:
 
@@ -268,6 +290,8 @@ class Deployment:
         self.metrics: ServingMetrics = ServingMetrics(settings.pipeline)
         self.served: ServedPipeline | None = None
         self.error: BaseException | None = None
+        self.judged: bool = settings.qrels is not None
+        self.judgments: Judgments | None = None
         self._on_ready = on_ready
         self._lock = threading.Lock()
         self._closed = False
@@ -278,6 +302,8 @@ class Deployment:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
+            files = judgment_files(self.settings.qrels, self.settings.queries, self.settings.corpus)
+            self.judgments = Judgments.load(*files) if files is not None else None
             served = ServedPipeline(self.settings, on_round=self.metrics.observe_round)
         except Exception as error:
             logger.exception("Loading %s failed; the server answers 503", self.settings.pipeline)
@@ -337,18 +363,27 @@ class Deployment:
         finally:
             _REQUEST_SCOPE.reset(token)
 
-    def run_checked(self, query: Any) -> list[dict[str, Any]]:
+    def run_checked(
+        self, query: Any, *, first_stage: Any = False, judgments: Any = False
+    ) -> list[dict[str, Any]] | dict[str, Any]:
         """
         :meth:`ServedPipeline.run` for an HTTP request: every failure is an HTTP error that says what happened.
 
-        :raises fastapi.HTTPException: 422 for a blank or non-string query, 413 for one longer than
-            :data:`MAX_QUERY_CHARS`; 503 (with `Retry-After`) while loading, if loading failed, when the
-            scheduler's queue is full or the server is stopping; 504 past the deadline; 499 if the client went away.
+        :param query: The query.
+        :param first_stage: Also give the first stage's ranking and the time each stage took.
+        :param judgments: Also give the query's judgments and nDCG@10 of both rankings (needs `settings.qrels`).
+        :returns: The reranked documents, best first; with `first_stage` or `judgments`, the object of
+            :func:`~haystack_crossrerank.commands.search_page.compared_answer` (the documents in `"documents"`).
+        :raises fastapi.HTTPException: 422 for a blank or non-string query, an option that is not a boolean, or
+            `judgments` on a server without qrels; 413 for a query longer than :data:`MAX_QUERY_CHARS`; 503 (with
+            `Retry-After`) while loading, if loading failed, when the scheduler's queue is full or the server is
+            stopping; 504 past the deadline; 499 if the client went away.
         """
         from fastapi import HTTPException
 
         if not isinstance(query, str) or not query.strip():
             raise HTTPException(status_code=422, detail=f"`query` must be a non-empty string, but got {query!r}")
+        check_options(first_stage=first_stage, judgments=judgments, judged=self.judged)
         if len(query) > MAX_QUERY_CHARS:
             raise HTTPException(
                 status_code=413,
@@ -365,7 +400,10 @@ class Deployment:
         if scope is not None and scope.deadline is not None and scope.deadline <= time.monotonic():
             raise HTTPException(status_code=504, detail="the request's deadline passed before the pipeline ran")
         try:
-            return served.run(query, scope=scope)
+            if not (first_stage or judgments):
+                return served.run(query, scope=scope)
+            compared = served.run_compared(query, scope=scope)
+            return compared_answer(compared, self.judgments if judgments else None, query, first_stage=first_stage)
         except Exception as error:
             http_error = scheduler_http_error(error)
             if http_error is None:
@@ -390,25 +428,14 @@ class Deployment:
             served.close(drain=drain)
 
 
+def _documents(documents: list[Any]) -> list[dict[str, Any]]:
+    return [{"id": doc.id, "content": doc.content, "score": doc.score, "meta": dict(doc.meta)} for doc in documents]
+
+
 def _default_model() -> str:
     from haystack_crossrerank.commands.offline import build_default_model
 
     return str(build_default_model())
-
-
-def write_wrapper(settings: ServeSettings, pipelines_dir: Path) -> Path:
-    """
-    Write the hayhooks pipeline folder for a deployment: `pipeline_wrapper.py` and `settings.json`.
-
-    :param settings: What to serve.
-    :param pipelines_dir: hayhooks' pipelines folder.
-    :returns: The pipeline's folder (`<pipelines_dir>/<pipeline>`).
-    """
-    folder = pipelines_dir / settings.pipeline
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pipeline_wrapper.py").write_text(_WRAPPER_SOURCE, encoding="utf-8")
-    (folder / "settings.json").write_text(settings.to_json(), encoding="utf-8")
-    return folder
 
 
 def create_app(settings: ServeSettings, pipelines_dir: Path | None = None) -> Any:
@@ -439,6 +466,13 @@ def create_app(settings: ServeSettings, pipelines_dir: Path | None = None) -> An
         return found if isinstance(found, Deployment) else None
 
     add_production_routes(app, settings.pipeline, find)
+
+    def find_all() -> dict[str, Deployment]:  # every served pipeline, for the search page
+        registry = app.state.pipeline_registry
+        found = {name: getattr(registry.get(name), "deployment", None) for name in registry.get_names()}
+        return {name: deployment for name, deployment in found.items() if isinstance(deployment, Deployment)}
+
+    add_search_page(app, find_all)
     logger.info("App for %s created (pipelines folder %s)", settings.pipeline, folder)
     return app
 
@@ -453,29 +487,12 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 1416)
     :param settings: What to serve.
     :param host: The interface to listen on.
     :param port: The port.
-    :raises FileNotFoundError: If the corpus or the index does not exist.
+    :raises FileNotFoundError: If the corpus, the index, the qrels or the queries do not exist.
+    :raises ValueError: For qrels without queries to match them to.
     """
-    uvicorn = require("uvicorn", "serve")
+    require("uvicorn", "serve")
     source = settings.index if settings.index is not None else settings.corpus
     if not Path(str(source)).exists():
         raise FileNotFoundError(f"the {'index' if settings.index else 'corpus'} {source} does not exist")
-    app = create_app(settings)
-    # uvicorn raises SIGTERM again after its graceful shutdown, for the handler that was there before it; with
-    # Python's default one the process would die of the signal. This one lets `serve` return, so the exit is 0.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stopped) if main_thread else None
-    try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level="info",
-            timeout_graceful_shutdown=math.ceil(settings.timeout_s + SHUTDOWN_GRACE_S),
-        )
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def _stopped(signum: int, frame: Any) -> None:
-    logger.info("Stopped by signal %d after a graceful shutdown", signum)
+    judgment_files(settings.qrels, settings.queries, settings.corpus)
+    run_until_stopped(create_app(settings), host=host, port=port, grace_s=settings.timeout_s + SHUTDOWN_GRACE_S)

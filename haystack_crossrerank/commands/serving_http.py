@@ -1,5 +1,6 @@
 """The production side of `crossrerank serve`, added to hayhooks' app: `GET /health`, `GET /metrics`, a deadline
-and a cancel switch for each `POST /<pipeline>/run`, and the scheduler stopped when the server stops.
+and a cancel switch for each `POST /<pipeline>/run`, the scheduler stopped when the server stops, and the hayhooks
+pipeline folder (:func:`write_wrapper`) and the uvicorn run with a graceful stop (:func:`run_until_stopped`).
 
 The pipeline's route stays hayhooks' own; a middleware around it opens the request's scheduler scope when the
 request arrives (its deadline counts from then), cancels it when the client disconnects (its queued pairs leave
@@ -9,14 +10,57 @@ the queue), and counts the answer's status and latency.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager, asynccontextmanager
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from haystack_crossrerank.utils.extras import require
+
+if TYPE_CHECKING:
+    from haystack_crossrerank.commands.serving import ServeSettings
+
+logger = logging.getLogger(__name__)
 
 # The status of a request whose client went away before its answer (nginx's convention; nobody receives it).
 CLIENT_CLOSED_REQUEST = 499
+
+_WRAPPER_SOURCE = '''"""Written by `crossrerank serve` for hayhooks; see haystack_crossrerank.commands.serving."""
+
+from pathlib import Path
+
+from hayhooks import BasePipelineWrapper
+from pydantic import StrictBool
+
+from haystack_crossrerank.commands.serving import Deployment, ServedPipeline, ServeSettings
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        settings = ServeSettings.from_json((Path(__file__).parent / "settings.json").read_text(encoding="utf-8"))
+        # The index and the model load in a background thread: the server answers (503) while they do.
+        self.deployment = Deployment(settings, on_ready=self._ready)
+
+    def _ready(self, served: ServedPipeline) -> None:
+        self.pipeline = served.pipeline
+
+    def run_api(self, query: str, first_stage: StrictBool = False, judgments: StrictBool = False) -> list[dict] | dict:
+        """
+        Rerank the corpus's candidates for `query`: the documents, best first.
+
+        :param query: The query.
+        :param first_stage: Also return the first stage's ranking and the time each stage took; the result is then
+            an object: `{"documents": [...], "first_stage": [...], "timings_ms": {...}}`.
+        :param judgments: Also return the query's judgments and nDCG@10 of both rankings (`"judgments"` in the
+            result object; `null` for a query that is not judged); only on a server started with `--qrels`.
+        """
+        return self.deployment.run_checked(query, first_stage=first_stage, judgments=judgments)
+'''
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -214,3 +258,44 @@ def scheduler_http_error(error: BaseException) -> Any:
 def _route_path(scope: MutableMapping[str, Any]) -> str:
     path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
     return path[len(root) :] if root and path.startswith(root) else path
+
+
+def write_wrapper(settings: ServeSettings, pipelines_dir: Path) -> Path:
+    """
+    Write the hayhooks pipeline folder for a deployment: `pipeline_wrapper.py` and `settings.json`.
+
+    :param settings: What to serve (a :class:`~haystack_crossrerank.commands.serving.ServeSettings`).
+    :param pipelines_dir: hayhooks' pipelines folder.
+    :returns: The pipeline's folder (`<pipelines_dir>/<pipeline>`).
+    """
+    folder = pipelines_dir / settings.pipeline
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pipeline_wrapper.py").write_text(_WRAPPER_SOURCE, encoding="utf-8")
+    (folder / "settings.json").write_text(settings.to_json(), encoding="utf-8")
+    return folder
+
+
+def run_until_stopped(app: Any, *, host: str, port: int, grace_s: float) -> None:
+    """
+    Run an app with uvicorn until SIGTERM or Ctrl-C, then return once the requests in flight are answered.
+
+    :param app: The ASGI app.
+    :param host: The interface to listen on.
+    :param port: The port.
+    :param grace_s: The longest uvicorn waits for the requests in flight after the signal, in seconds.
+    :raises ImportError: Naming the `serve` extra if uvicorn is not installed.
+    """
+    uvicorn = require("uvicorn", "serve")
+    # uvicorn raises SIGTERM again after its graceful shutdown, for the handler that was there before it; with
+    # Python's default one the process would die of the signal. This one lets the run return, so the exit is 0.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stopped) if main_thread else None
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=math.ceil(grace_s))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    logger.info("Stopped by signal %d after a graceful shutdown", signum)
