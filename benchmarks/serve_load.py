@@ -7,7 +7,9 @@ For each mode, a server is started on 127.0.0.1 (the BM25 pipeline over SciFact'
 - `one_at_a_time`: `--max-batch-requests 1`, one request's pairs per scorer call (the first stage still runs
   concurrently);
 - `overload` (unless --no-overload): the batched server with `--max-queue` --overload-queue, at the largest client
-  count only: every request must get 200 or 503 within the deadline, and the server must answer afterwards.
+  count only: every request must get 200 or 503 within the deadline, and the server must answer afterwards;
+- `ray_N_replicas` (with --ray-replicas N,...): the batched server as N replicas on Ray Serve on a local Ray
+  (`--ray --replicas N`), one mode per count; --ray-only runs these modes alone.
 
 Each client is a thread with its own HTTP connection that sends SciFact test queries one after another (the first
 --queries, cycled) until the level's requests are sent (--requests-per-client each, at least --min-requests in all).
@@ -16,6 +18,7 @@ latency of all requests, the count of each status, and whether each 200's rankin
 gave the query alone, before the load (and the largest score difference).
 
     python benchmarks/serve_load.py --data-dir ../shared/data
+    python benchmarks/serve_load.py --data-dir ../shared/data --ray-replicas 1,2 --ray-only --no-overload
 
 writes `benchmarks/results/serve_load.json` (or --json) with the command, commit, versions and machine. On a GPU,
 add `--set device=cuda` (passed to the server as ranker settings) for the GPU rows.
@@ -187,6 +190,25 @@ def run_mode(
     return {"mode": name, "command": server.command, "rows": rows}
 
 
+def _counts(value: str) -> list[int]:
+    try:
+        counts = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated counts such as 1,2, but got {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected counts >= 1, but got {value!r}")
+    return counts
+
+
+def _ratios(by_mode: dict[str, dict[int, dict[str, Any]]], mode: str, base: str) -> dict[str, float]:
+    """Throughput of `mode` over `base`, per client count measured in both."""
+    return {
+        str(clients): row["throughput_per_s"] / by_mode[base][clients]["throughput_per_s"]
+        for clients, row in by_mode.get(mode, {}).items()
+        if by_mode.get(base, {}).get(clients, {}).get("throughput_per_s")
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
@@ -200,6 +222,10 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=30.0, help="the servers' request deadline")
     parser.add_argument("--overload-queue", type=int, default=8, help="--max-queue of the overload mode")
     parser.add_argument("--no-overload", action="store_true", help="skip the overload mode")
+    parser.add_argument(
+        "--ray-replicas", type=_counts, default=[], help="Ray Serve replica counts to measure too, e.g. 1,2"
+    )
+    parser.add_argument("--ray-only", action="store_true", help="measure only the Ray Serve modes")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a ranker setting for the servers")
     parser.add_argument("--start-timeout", type=float, default=1800, help="seconds a server may take to get ready")
     parser.add_argument("--json", default=str(RESULTS / "serve_load.json"), help="default: %(default)s")
@@ -214,19 +240,26 @@ def main() -> None:
         raise SystemExit(f"no model in {args.model}: run `crossrerank build-model` or pass --model")
     source = ["--index", args.index] if args.index else ["--corpus", str(resolve_beir_folder(args.data_dir))]
     queries = list(load_beir(args.data_dir, "test").queries.values())[: args.queries]
-    modes = dict(MODES)
-    if not args.no_overload:
+    modes = {} if args.ray_only else dict(MODES)
+    if not args.no_overload and not args.ray_only:
         modes["overload"] = ["--max-queue", str(args.overload_queue)]
+    for replicas in args.ray_replicas:
+        modes[f"ray_{replicas}_replicas"] = ["--ray", "local", "--replicas", str(replicas)]
     print(f"\n{args.pipeline}, model {args.model}, {len(queries)} SciFact test queries")
     print("mode | clients | answers/s | p50 / p95 / p99 ms | statuses | rankings equal")
     results = [run_mode(name, extra, source, args, queries) for name, extra in modes.items()]
     by_mode = {r["mode"]: {row["clients"]: row for row in r["rows"]} for r in results}
-    speedups = {
-        str(clients): row["throughput_per_s"] / by_mode["one_at_a_time"][clients]["throughput_per_s"]
-        for clients, row in by_mode["batched"].items()
-        if by_mode["one_at_a_time"].get(clients, {}).get("throughput_per_s")
+    speedups = _ratios(by_mode, "batched", "one_at_a_time")
+    if speedups:
+        print("batched / one at a time, throughput: " + ", ".join(f"{c} clients {s:.2f}x" for c, s in speedups.items()))
+    fewest = f"ray_{min(args.ray_replicas)}_replicas" if args.ray_replicas else None
+    ray_speedups = {
+        f"{mode}/{fewest}": _ratios(by_mode, mode, fewest)
+        for mode in by_mode
+        if fewest is not None and mode.startswith("ray_") and mode != fewest
     }
-    print("batched / one at a time, throughput: " + ", ".join(f"{c} clients {s:.2f}x" for c, s in speedups.items()))
+    for name, ratios in ray_speedups.items():
+        print(f"{name}, throughput: " + ", ".join(f"{c} clients {s:.2f}x" for c, s in ratios.items()))
     report = {
         "pipeline": args.pipeline,
         "model": args.model,
@@ -235,6 +268,7 @@ def main() -> None:
         "settings": args.set or [],
         "modes": results,
         "batched_speedup": speedups,
+        "ray_replicas_speedup": ray_speedups,
     }
     print(f"wrote {write_result(args.json, 'serve_load', report)}")
 
