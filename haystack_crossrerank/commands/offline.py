@@ -167,8 +167,6 @@ def build_default_model(
     :returns: The model folder.
     :raises ValueError: For an unknown base or recipe.
     """
-    from haystack_crossrerank.training import TrainConfig, train_sts
-
     chosen = build_recipe(recipe or offline_base(base).recipe)
     output = built_model_dir(base, chosen.name)
     if (output / "config.json").is_file() and not force:
@@ -182,6 +180,10 @@ def build_default_model(
         chosen.name,
         chosen.description,
     )
+    # Imported only to build: the trainer pulls in transformers' Trainer and its dependencies, seconds that every
+    # `crossrerank serve` start would otherwise spend before the model that is already built loads.
+    from haystack_crossrerank.training import TrainConfig, train_sts
+
     config = TrainConfig(
         base_model=offline_base_model(base),
         output_dir=str(output),
