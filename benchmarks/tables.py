@@ -44,6 +44,11 @@ COMMANDS = {
     "serve_latency.json": "python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30",
     "ray_speed.json": "python benchmarks/ray_speed.py --data-dir ../shared/data --queries 100",
     "thread_speed.json": "python benchmarks/thread_speed.py --data-dir ../shared/data",
+    "serve_load.json": "python benchmarks/serve_load.py --data-dir ../shared/data --clients 1,4,16,64 "
+    "--requests-per-client 1 --min-requests 16",
+    "serve_startup.json": "python benchmarks/serve_startup.py --data-dir ../shared/data --datasets scifact,medquad "
+    "--pipeline hybrid_rerank",
+    "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 
@@ -195,10 +200,19 @@ def serve_latency_table(serve: Result) -> list[str]:
             f"{ms(row['http_p50_ms'])} / {ms(row['http_p95_ms'])}",
             f"{ms(row['in_process_p50_ms'])} / {ms(row['in_process_p95_ms'])}",
             f"{row['overhead_p50_ms']:+.1f} ms ({row['overhead_p50_ms'] / row['in_process_p50_ms']:+.1%})",
+            f"{row['overhead_paired_p50_ms']:+.1f} ms",
+            f"{row['scorer_share']:.1%}",
         ]
         for row in need(serve.data, "rows", where=serve.path)
     ]
-    header = ["depth", "HTTP p50 / p95 ms", "in process p50 / p95 ms", "serving adds (p50)"]
+    header = [
+        "depth",
+        "HTTP p50 / p95 ms",
+        "in process p50 / p95 ms",
+        "difference of the p50s",
+        "p50 of each query's difference",
+        "in-process time in the scorer",
+    ]
     return [f"Model `{Path(serve.data['model']).name}`, one request at a time:", "", *markdown(header, table)]
 
 
@@ -234,6 +248,122 @@ def thread_speed_table(threads: Result) -> list[str]:
         f"One `CrossEncoderRanker` ({data['engine']}, model `{Path(data['model']).name}`), {data['queries']} "
         f"queries × BM25 top {data['depth']}, {data['rounds']} rounds:"
     )
+    return [caption, "", *markdown(header, table)]
+
+
+MODE_NAMES = {
+    "batched": "batched (default)",
+    "one_at_a_time": "one at a time (`--max-batch-requests 1`)",
+    "overload": "batched, `--max-queue 8`",
+}
+
+
+def serve_mode_name(mode: str) -> str:
+    """A serve_load mode's row label: `ray_2_replicas` -> "Ray Serve, 2 replicas (`--ray --replicas 2`)"."""
+    if mode.startswith("ray_") and mode.endswith("_replicas"):
+        count = mode.removeprefix("ray_").removesuffix("_replicas")
+        return f"Ray Serve, {count} replica{'s' if count != '1' else ''} (`--ray --replicas {count}`)"
+    return MODE_NAMES.get(mode, mode)
+
+
+def serve_load_table(load: Result) -> list[str]:
+    data = load.data
+    # Each ratio is against the mode it names: the batched server against one at a time, more Ray replicas
+    # against the fewest.
+    against = {"batched": ("one at a time", data.get("batched_speedup", {}))}
+    for pair, ratios in data.get("ray_replicas_speedup", {}).items():
+        mode, fewest = pair.split("/")
+        against[mode] = (serve_mode_name(fewest).split(" (")[0].removeprefix("Ray Serve, "), ratios)
+    table = []
+    for mode in need(data, "modes", where=load.path):
+        for row in mode["rows"]:
+            statuses = ", ".join(f"{count}× {status}" for status, count in sorted(row["statuses"].items()))
+            name, ratios = against.get(row["mode"], ("", {}))
+            value = ratios.get(str(row["clients"]))
+            table.append(
+                [
+                    serve_mode_name(row["mode"]),
+                    row["clients"],
+                    rate(row["throughput_per_s"]),
+                    f"{ratio(value)} {name}" if value is not None else "",
+                    f"{ms(row['p50_ms'])} / {ms(row['p95_ms'])} / {ms(row['p99_ms'])}",
+                    statuses,
+                    "yes" if row["rankings_equal"] else "**no**",
+                ]
+            )
+    header = ["server", "clients", "answers/s", "throughput ratio", "p50 / p95 / p99 ms", "statuses", "rankings equal"]
+    source = " ".join(data["source"]).replace("../shared/data/", "")
+    caption = (
+        f"`{data['pipeline']}` over `{source}`, model `{Path(data['model']).name}`, {data['queries']} SciFact test "
+        "queries cycled:"
+    )
+    return [caption, "", *markdown(header, table)]
+
+
+def serve_startup_table(startup: Result) -> list[str]:
+    table = [
+        [
+            NAMES.get(row["dataset"], row["dataset"]),
+            f"{row['documents']:,}",
+            "" if row["index_build_s"] is None else ms(row["index_build_s"]),
+            ms(row["corpus_startup_s"]),
+            ms(row["index_startup_s"]),
+            ratio(row["speedup"]),
+            "yes" if row["answers_agree"] else "**no**",
+        ]
+        for row in need(startup.data, "rows", where=startup.path)
+    ]
+    header = [
+        "data set",
+        "documents",
+        "index build s",
+        "`serve --corpus` s",
+        "`serve --index` s",
+        "speed-up",
+        "same answers",
+    ]
+    caption = f"`{startup.data['pipeline']}`, model `{Path(startup.data['model']).name}`, start-up to the first answer:"
+    return [caption, "", *markdown(header, table)]
+
+
+def adapt_quality_table(adapt: Result) -> list[str]:
+    table = []
+    for c in need(adapt.data, "comparisons", where=adapt.path):
+        worse = c["adapted_worse_than_first_stage"]
+        table.append(
+            [
+                NAMES.get(c["dataset"], c["dataset"]),
+                f"`{c['first_stage']}_rerank` (top {c['depth']})",
+                c["queries"],
+                metric(c["first_stage_alone"]["ndcg@10"]),
+                f"{metric(c['base']['ndcg@10'])} ({c['base_minus_first_stage']:+.4f})",
+                f"{metric(c['adapted']['ndcg@10'])} ({c['adapted_minus_first_stage']:+.4f})",
+                "**yes**" if worse else "no",
+            ]
+        )
+    header = [
+        "test set",
+        "pipeline",
+        "queries",
+        "first stage alone",
+        "+ base model",
+        "+ adapted model",
+        "adapted below first stage",
+    ]
+    adapted = adapt.data.get("adapted", {})
+    kept = []
+    for dataset, entry in adapted.items():
+        result = (entry.get("adaptation") or {}).get("result")
+        if result:
+            kept.append(
+                f"{NAMES.get(dataset, dataset)}: {result['steps']} of {result['planned_steps']} steps, "
+                f"{result['seconds'] / 60:.1f} minutes in all, the {result['kept']} model kept"
+            )
+    caption = (
+        f"nDCG@10 on each test set (the pipeline's own depth and ranker settings; in brackets, against the first "
+        f"stage alone), base model `{Path(adapt.data['base']).name}`, adapted on that test set's corpus alone"
+    )
+    caption += f" ({'; '.join(kept)}):" if kept else ":"
     return [caption, "", *markdown(header, table)]
 
 
@@ -332,6 +462,9 @@ TABLES: dict[str, Table] = {
     "serve_latency": Table(("serve_latency.json",), serve_latency_table),
     "ray_speed": Table(("ray_speed.json",), ray_speed_table),
     "thread_speed": Table(("thread_speed.json",), thread_speed_table),
+    "serve_load": Table(("serve_load.json",), serve_load_table),
+    "serve_startup": Table(("serve_startup.json",), serve_startup_table),
+    "adapt_quality": Table(("adapt_quality.json",), adapt_quality_table),
     "gpu_training": Table(("gpu_speed.json",), gpu_training_table),
     "gpu_rerank": Table(("gpu_speed.json",), gpu_rerank_table),
 }
