@@ -9,7 +9,9 @@ below its first stage alone.
 
     python benchmarks/adapt_quality.py --data-dir ../shared/data
 
-writes `benchmarks/results/adapt_quality.json` (or --json) with the command, commit, versions and machine.
+writes `benchmarks/results/adapt_quality.json` (or --json) with the command, commit, versions and machine. With
+`--hybrid-index scifact=DIR` (an index that `crossrerank index --first-stage hybrid` built from that corpus) the
+hybrid rows load it instead of embedding the corpus again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def compare(
     *,
     sample_queries: int | None,
     ranker_settings: dict[str, Any] | None = None,
+    index: str | None = None,
 ) -> dict[str, Any]:
     """
     One data set and first stage: the first stage alone, and its shipped pipeline with each model.
@@ -75,6 +78,7 @@ def compare(
         peer=False,
         sample_queries=sample_queries,
         ranker_settings=ranker_settings or {},
+        index=index,
     )
     rows = run_benchmark(options)["rows"]
     keys = ("ndcg@10", "mrr@10", "recall@100")
@@ -146,7 +150,7 @@ def parse_adapted(values: list[str]) -> dict[str, str]:
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
-            raise argparse.ArgumentTypeError(f"--adapted expects NAME=DIR (e.g. scifact=models/a), but got {value!r}")
+            raise argparse.ArgumentTypeError(f"expected NAME=DIR (e.g. scifact=models/a), but got {value!r}")
         found[name] = folder
     return found
 
@@ -158,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-stages", nargs="+", choices=FIRST_STAGES, default=list(FIRST_STAGES))
     parser.add_argument("--base", help="the model adapted and compared (default: the project's built offline model)")
     parser.add_argument("--adapted", action="append", default=[], metavar="NAME=DIR", help="an adapted model to take")
+    parser.add_argument(
+        "--hybrid-index",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a saved hybrid index of a data set's corpus (`crossrerank index --first-stage hybrid`), so that the "
+        "hybrid rows do not embed the corpus again",
+    )
     parser.add_argument("--models-dir", default=None, help="where adapted models are made (default: beside --base)")
     parser.add_argument("--minutes", type=float, default=25.0, help="adaptation time budget (default %(default)s)")
     parser.add_argument("--mine-with", choices=FIRST_STAGES, default="bm25", help="adapt's --first-stage")
@@ -167,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(RESULTS / "adapt_quality.json"), help="default: %(default)s")
     args = parser.parse_args(argv)
     given = parse_adapted(args.adapted)
+    indexes = parse_adapted(args.hybrid_index)
 
     from haystack_crossrerank.commands.offline import built_model_dir
     from haystack_crossrerank.utils.provenance import write_result
@@ -180,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         model, facts = adapted_model(args.data_dir, dataset, base, models_dir, given, args.minutes, args.mine_with)
         adaptations[dataset] = {"model": model, "adaptation": facts}
         for stage in args.first_stages:
-            comparisons.append(compare(args.data_dir, dataset, stage, base, model, sample_queries=args.sample_queries))
+            index = indexes.get(dataset) if stage == "hybrid" else None
+            comparisons.append(
+                compare(args.data_dir, dataset, stage, base, model, sample_queries=args.sample_queries, index=index)
+            )
     warnings = print_table(comparisons)
     report = {"base": base, "sample_queries": args.sample_queries, "adapted": adaptations}
     results = {**report, "comparisons": comparisons, "warnings": warnings}

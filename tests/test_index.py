@@ -540,3 +540,37 @@ def test_retrievers_refuse_an_index_whose_rows_differ_from_the_documents() -> No
     dense.use_index(dense.build_index(documents), documents)
     assert [d.id for d in dense.run(query_embedding=[0.9, 0.1])["documents"]] == ["a", "b"]
     assert dense.run(query_embedding=[0.9, 0.1])["documents"][0].embedding is None
+
+
+# ---------------------------------------------------------------------------------------------- the benchmark
+def _beir_folder(corpus: Path, folder: Path, keep: int | None = None) -> Path:
+    """A BEIR folder around the corpus (its first `keep` rows), with the test queries judged on their BM25 top."""
+    folder.mkdir()
+    rows = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "corpus.jsonl").write_text("".join(rows[:keep]), encoding="utf-8")
+    queries = {f"q{i}": text for i, text in enumerate(QUERIES)}
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (folder / "qrels").mkdir()
+    judged = "".join(f"{q}\td{3 * i}\t1\n" for i, q in enumerate(queries))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + judged)
+    return folder
+
+
+def test_the_benchmark_on_a_saved_index_measures_what_it_measures_on_the_corpus(
+    corpus: Path, hybrid_index: Path, embedder: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    from haystack_crossrerank.commands.benchmark import BenchOptions, run_benchmark
+
+    settings = {"data_dir": str(_beir_folder(corpus, tmp_path / "beir")), "first_stage": "hybrid", "depth": 8}
+    settings |= {"models": [str(tiny_model)], "peer": False, "precision": "fp32", "show_progress": False}
+    settings |= {"embedder_model": embedder, "ranker_settings": {"backend": "torch"}}
+    on_corpus = run_benchmark(BenchOptions(**settings))
+    on_index = run_benchmark(BenchOptions(**settings, index=str(hybrid_index)))
+    assert on_index["index_seconds"] == 0.0 < on_corpus["index_seconds"]
+    keys = ("row", "queries", "ndcg@10", "mrr@10", "recall@100")
+    assert [{k: r[k] for k in keys} for r in on_index["rows"]] == [{k: r[k] for k in keys} for r in on_corpus["rows"]]
+    assert any("the shipped YAML pipeline gives this ranking" in r["note"] for r in on_index["rows"])
+    # an index of another corpus is refused before anything runs
+    smaller = _beir_folder(corpus, tmp_path / "smaller", keep=20)
+    with pytest.raises(ValueError, match="holds 30 documents, but the data set's corpus has 20"):
+        run_benchmark(BenchOptions(**{**settings, "data_dir": str(smaller)}, index=str(hybrid_index)))

@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from haystack import Document, Pipeline
+from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank.data.beir import load_beir
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.ranking.documents import deduplicate_documents
 from haystack_crossrerank.ranking.fusion import fuse_scores
+from haystack_crossrerank.retrievers.index import attach_index, read_manifest
 from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.retrievers.stages import (
+    STORE_INDEX,
     FirstStage,
     first_stage,
     index_corpus,
@@ -65,6 +68,8 @@ class BenchOptions:
     # Ranker init parameters that replace the shipped pipeline's (e.g. {"aggregation": "max"}).
     ranker_settings: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
+    # A saved index of the data set's corpus (`crossrerank index`) for the first stage, instead of indexing it here.
+    index: str | None = None
 
 
 @dataclass
@@ -130,7 +135,13 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         data = data.sample(options.sample_queries)
     embedder = options.embedder_model or offline_embedder()
 
-    index_seconds = index_corpus(data, stage.indexing, embedder)
+    if options.index is None:
+        index_seconds = index_corpus(data, stage.indexing, embedder)
+    else:
+        index_seconds = 0.0
+        _check_index_corpus(options.index, len(data.corpus))
+        # The retrievers read the saved index; nothing indexed earlier in this process may stand in for it.
+        InMemoryDocumentStore(index=STORE_INDEX).delete_all_documents()
     ranker_settings = {"precision": options.precision, "batch_size": options.batch_size, **options.ranker_settings}
     # --fusion / --fusion-weight replace the shipped ranker's, so that the pipeline checked below is the one measured
     if options.fusion is not None:
@@ -142,6 +153,8 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         model=options.models[0],
         overrides={**stage.overrides(options.depth, embedder), "ranker": ranker_settings},
     )
+    if options.index is not None:
+        attach_index(shipped, options.index)
     template = shipped.get_component("ranker")
     assert isinstance(template, CrossEncoderRanker)
     modes = options.passages or list(dict.fromkeys(["document", template.passages]))
@@ -211,6 +224,8 @@ def _run_first_stage(
     stage: FirstStage, queries: list[tuple[str, str]], embedder: str, options: BenchOptions
 ) -> tuple[dict[str, list[Document]], Row]:
     pipeline = query_pipeline(stage, options.depth, embedder)
+    if options.index is not None:
+        attach_index(pipeline, options.index)
     # Build the BM25/FAISS index outside the timed loop (it is built once, at the first query).
     retrieve(pipeline, stage, queries[0][1], options.depth)
     candidates: dict[str, list[Document]] = {}
@@ -229,6 +244,16 @@ def _run_first_stage(
         wall_seconds=time.perf_counter() - start,
     )
     return candidates, row
+
+
+def _check_index_corpus(folder: str, documents: int) -> None:
+    """A saved index must hold the data set's corpus: as many documents (its manifest's count)."""
+    found = read_manifest(folder)["document_count"]
+    if found != documents:
+        raise ValueError(
+            f"index '{folder}' holds {found} documents, but the data set's corpus has {documents}: "
+            "build the index from the same corpus (`crossrerank index --corpus ...`)"
+        )
 
 
 def _ranker_like(

@@ -192,6 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         precision=args.precision,
         batch_size=args.batch_size,
         plot=args.plot,
+        index=args.index,
     )
     result = run_benchmark(options)
     if args.card:

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", choices=PRECISIONS, default="auto")
     bench.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     bench.add_argument("--plot", help="PNG: nDCG@10 and latency against depth")
+    bench.add_argument(
+        "--index", help="a saved index of the data set's corpus (`crossrerank index`) instead of indexing it here"
+    )
     bench.add_argument("--json", help="write the table to this JSON file")
     bench.add_argument(
         "--card",
