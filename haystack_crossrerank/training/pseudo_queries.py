@@ -24,13 +24,13 @@ highest-ranked of the rest left out (the likeliest to be relevant), then `negati
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from haystack_crossrerank.data.jsonl import json_object
 from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
 from haystack_crossrerank.ranking.passages import split_sentences
 
@@ -153,7 +153,7 @@ def read_user_queries(path: str | Path, corpus: dict[str, dict[str, str]]) -> li
         if not first.startswith("{"):
             found.append((" ".join(line.split()), None))
             continue
-        row = _json_row(line, file, number)
+        row = json_object(line, f"{file}:{number}")
         text = " ".join(str(row.get("text") or row.get("query") or "").split())
         doc_id = row.get("doc_id")
         if not text:
@@ -164,16 +164,6 @@ def read_user_queries(path: str | Path, corpus: dict[str, dict[str, str]]) -> li
     if not found:
         raise ValueError(f"{file}: expected at least one query, but the file holds none")
     return found
-
-
-def _json_row(line: str, file: Path, number: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}:{number}: not valid JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{file}:{number}: expected a JSON object, but got {type(row).__name__}")
-    return row
 
 
 def user_pseudo_queries(
