@@ -45,7 +45,7 @@ COMMANDS = {
     "ray_speed.json": "python benchmarks/ray_speed.py --data-dir ../shared/data --queries 100",
     "thread_speed.json": "python benchmarks/thread_speed.py --data-dir ../shared/data",
     "serve_load.json": "python benchmarks/serve_load.py --data-dir ../shared/data --clients 1,4,16,64 "
-    "--requests-per-client 1 --min-requests 16",
+    "--requests-per-client 1 --min-requests 16 --ray-replicas 1,2",
     "serve_startup.json": "python benchmarks/serve_startup.py --data-dir ../shared/data --datasets scifact,medquad "
     "--pipeline hybrid_rerank",
     "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
