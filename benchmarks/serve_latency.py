@@ -1,9 +1,9 @@
 """Serving overhead: `crossrerank serve` over HTTP against the same pipeline in process, at two depths.
 
 For each depth, a server is started on 127.0.0.1 (BM25 pipeline, the offline default model, SciFact corpus) and
-the first --queries SciFact test queries are sent one after another, each twice in turn: over HTTP, and to a
-`ServedPipeline` in this process (the same corpus, model and settings). The table gives p50/p95 latency of each
-and the difference; the JSON has every latency.
+the first --queries SciFact test queries are sent one after another over HTTP; then, with the server stopped, the
+same queries go to a `ServedPipeline` in this process (the same corpus, model and settings). The table gives
+p50/p95 latency of each and the differences; the JSON has every latency.
 
     python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30
 
@@ -63,26 +63,31 @@ def measure(corpus: Path, model: str, queries: list[str], depth: int) -> dict[st
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the server did not start") from None
                 time.sleep(1)
-        scorer_s: list[float] = []  # the in-process scorer's calls (the model's share of each request)
-        local = ServedPipeline(
-            ServeSettings(corpus=str(corpus), model=model, depth=depth),
-            on_round=lambda record: scorer_s.append(record.seconds),
-        )
-        local.run(queries[0])  # warm-up, as the server's first request was
-        scorer_s.clear()
-        http_ms, local_ms = [], []
+        http_ms: list[float] = []
         with httpx.Client(timeout=60) as client:
-            for query in queries:  # interleaved, so that the machine's noise falls on both alike
+            for query in queries:
                 start = time.perf_counter()
                 response = client.post(url, json={"query": query})
                 http_ms.append((time.perf_counter() - start) * 1000)
                 response.raise_for_status()
-                start = time.perf_counter()
-                local.run(query)
-                local_ms.append((time.perf_counter() - start) * 1000)
     finally:
         server.terminate()
         server.wait(timeout=60)
+    # The pipeline in this process is loaded only once the server has stopped: two OpenVINO runtimes on the same
+    # cores slow each other down (each keeps its threads busy for a while after a call), which on a 2-core machine
+    # made both sides several times slower and the difference meaningless.
+    scorer_s: list[float] = []  # the in-process scorer's calls (the model's share of each request)
+    with ServedPipeline(
+        ServeSettings(corpus=str(corpus), model=model, depth=depth),
+        on_round=lambda record: scorer_s.append(record.seconds),
+    ) as local:
+        local.run(queries[0])  # warm-up, as the server's first request was
+        scorer_s.clear()
+        local_ms = []
+        for query in queries:
+            start = time.perf_counter()
+            local.run(query)
+            local_ms.append((time.perf_counter() - start) * 1000)
     (h50, h95), (l50, l95) = _percentiles(http_ms), _percentiles(local_ms)
     return {
         "depth": depth,
