@@ -62,8 +62,9 @@ SAVE_RESERVE_S = 30.0  # seconds kept back for loading the best checkpoint and w
 @dataclass
 class AdaptOptions:
     """
-    What `crossrerank adapt` reads and makes. The defaults fit a 5,000-document corpus (SciFact) into the
-    default 25 minutes on a 2-core CPU with the default MiniLM model: 2,400 pseudo-queries are 300 steps.
+    What `crossrerank adapt` reads and makes. The defaults keep a 5,000-document corpus (SciFact) within the
+    default 25 minutes on a 2-core CPU with the default MiniLM model: 2,400 pseudo-queries plan 300 steps, and
+    the time budget ends training early where the machine is slower than that.
 
     :param corpus: A BEIR folder or a JSON lines file of documents
         (:func:`~haystack_crossrerank.data.beir.read_corpus`).
