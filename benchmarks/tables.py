@@ -41,7 +41,7 @@ COMMANDS = {
     "rerank_speed.json": "python benchmarks/rerank_speed.py --data-dir ../shared/data --queries 30 "
     "--rows peer_default,ours_auto,ours_fp32,peer_bf16,ours_openvino_int8",
     "train_speed.json": "python benchmarks/train_speed.py --data-dir ../shared/data",
-    "serve_latency.json": "python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30",
+    "serve_latency.json": "python benchmarks/serve_latency.py --data-dir ../shared/data --queries 30 --depths 20",
     "ray_speed.json": "python benchmarks/ray_speed.py --data-dir ../shared/data --queries 100",
     "thread_speed.json": "python benchmarks/thread_speed.py --data-dir ../shared/data",
     "serve_load.json": "python benchmarks/serve_load.py --data-dir ../shared/data --clients 1,4,16,64 "
@@ -305,7 +305,7 @@ def serve_startup_table(startup: Result) -> list[str]:
         [
             NAMES.get(row["dataset"], row["dataset"]),
             f"{row['documents']:,}",
-            "" if row["index_build_s"] is None else ms(row["index_build_s"]),
+            "(an existing index)" if row["index_build_s"] is None else ms(row["index_build_s"]),
             ms(row["corpus_startup_s"]),
             ms(row["index_startup_s"]),
             ratio(row["speedup"]),

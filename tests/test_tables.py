@@ -125,6 +125,67 @@ def results_fixture() -> dict[str, dict[str, Any]]:
                 "in_process_p50_ms": 1145.0,
                 "in_process_p95_ms": 1486.0,
                 "overhead_p50_ms": 12.0,
+                "overhead_paired_p50_ms": 9.5,
+                "scorer_share": 0.987,
+            }
+        ],
+    }
+    load_row = {"p50_ms": 700.0, "p95_ms": 900.0, "p99_ms": 990.0, "rankings_equal": True}
+    load = {
+        "pipeline": "bm25_rerank",
+        "model": "/models/m",
+        "source": ["--corpus", "../shared/data/scifact"],
+        "queries": 64,
+        "modes": [
+            {"mode": mode, "rows": [{**load_row, "mode": mode, "clients": c, "throughput_per_s": t, "statuses": st}]}
+            for mode, c, t, st in [
+                ("batched", 16, 2.4, {"200": 16}),
+                ("one_at_a_time", 16, 2.0, {"200": 16}),
+                ("overload", 64, 1.3, {"200": 8, "503": 56}),
+                ("ray_1_replicas", 16, 1.9, {"200": 16}),
+                ("ray_2_replicas", 16, 1.7, {"200": 16}),
+            ]
+        ],
+        "batched_speedup": {"16": 1.2},
+        "ray_replicas_speedup": {"ray_2_replicas/ray_1_replicas": {"16": 1.7 / 1.9}},
+    }
+    startup = {
+        "pipeline": "hybrid_rerank",
+        "model": "/models/m",
+        "rows": [
+            {
+                "dataset": "scifact",
+                "documents": 5183,
+                "index_build_s": 354.1,
+                "corpus_startup_s": 420.0,
+                "index_startup_s": 11.2,
+                "speedup": 420.0 / 11.2,
+                "answers_agree": True,
+            }
+        ],
+    }
+    metrics = {"ndcg@10": 0.7, "mrr@10": 0.6, "recall@100": 0.9}
+    adapt = {
+        "base": "/models/m",
+        "sample_queries": 300,
+        "adapted": {
+            "scifact": {
+                "model": "/models/m-scifact-adapted",
+                "adaptation": {"result": {"kept": "adapted", "steps": 186, "planned_steps": 300, "seconds": 1415.0}},
+            }
+        },
+        "comparisons": [
+            {
+                "dataset": "scifact",
+                "first_stage": "hybrid",
+                "depth": 20,
+                "queries": 300,
+                "first_stage_alone": {**metrics, "ndcg@10": 0.7},
+                "base": {**metrics, "ndcg@10": 0.701},
+                "adapted": {**metrics, "ndcg@10": 0.69},
+                "base_minus_first_stage": 0.001,
+                "adapted_minus_first_stage": -0.01,
+                "adapted_worse_than_first_stage": True,
             }
         ],
     }
@@ -176,6 +237,9 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "rerank_speed.json": ("rerank_speed", rerank, PROVENANCE),
         "train_speed.json": ("train_speed", train, PROVENANCE),
         "serve_latency.json": ("serve_latency", serve, PROVENANCE),
+        "serve_load.json": ("serve_load", load, PROVENANCE),
+        "serve_startup.json": ("serve_startup", startup, PROVENANCE),
+        "adapt_quality.json": ("adapt_quality", adapt, PROVENANCE),
         "ray_speed.json": ("ray_speed", ray, PROVENANCE),
         "thread_speed.json": ("thread_speed", threads, PROVENANCE),
         "gpu_speed.json": ("gpu_speed", gpu, gpu_provenance),
@@ -248,6 +312,25 @@ def test_every_table_renders_from_its_benchmarks_json(tmp_path: Path) -> None:
     assert "on Test CPU (2 logical cores, 8 GiB, NVIDIA H200)." in gpu
     bench = tables.render("bench_bm25", root / "benchmarks" / "results", root)
     assert "| 20 | 0.3301 | 0.2901 | 1,454 / 2,239 | 37.2 | 3.00× | same queries |" in bench
+
+
+def test_serving_and_adaptation_tables_say_what_each_ratio_is_against(tmp_path: Path) -> None:
+    root = make_repo(tmp_path, {})
+    results = root / "benchmarks" / "results"
+    latency = tables.render("serve_latency", results, root)
+    assert "| 20 | 1,157 / 1,509 | 1,145 / 1,486 | +12.0 ms (+1.0%) | +9.5 ms | 98.7% |" in latency
+    load = tables.render("serve_load", results, root)
+    assert "| batched (default) | 16 | 2.40 | 1.20× one at a time | 700 / 900 / 990 | 16× 200 | yes |" in load
+    assert "| Ray Serve, 2 replicas (`--ray --replicas 2`) | 16 | 1.70 | 0.89× 1 replica |" in load
+    assert "| Ray Serve, 1 replica (`--ray --replicas 1`) | 16 | 1.90 |  |" in load
+    assert "| batched, `--max-queue 8` | 64 | 1.30 |  | 700 / 900 / 990 | 8× 200, 56× 503 | yes |" in load
+    startup = tables.render("serve_startup", results, root)
+    assert "| SciFact | 5,183 | 354 | 420 | 11.2 | 37.50× | yes |" in startup
+    adapt = tables.render("adapt_quality", results, root)
+    assert (
+        "| SciFact | `hybrid_rerank` (top 20) | 300 | 0.7000 | 0.7010 (+0.0010) | 0.6900 (-0.0100) | **yes** |" in adapt
+    )
+    assert "SciFact: 186 of 300 steps, 23.6 minutes in all, the adapted model kept" in adapt
 
 
 def test_writing_replaces_only_the_text_between_the_markers(tmp_path: Path) -> None:
