@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (if needed), then lint, type-check and run every test, the `slow` ones included.
+# Set up (if needed), then lint, type-check and run the tests (see below for the `slow` ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,4 +10,13 @@ export NNCF_EXTENSION_LOAD_TIMEOUT="${NNCF_EXTENSION_LOAD_TIMEOUT:-600}"
 ruff check .
 ruff format --check .
 mypy
-python -m pytest "$@"
+# No arguments: the default run, without the tests marked `slow` (real models and data sets, Ray, training).
+# `--slow`: only those. Anything else is passed to pytest as it is (e.g. a test file, then every test in it runs).
+if [ "$#" -eq 0 ]; then
+  python -m pytest -m "not slow"
+elif [ "$1" = "--slow" ]; then
+  shift
+  python -m pytest -m slow "$@"
+else
+  python -m pytest "$@"
+fi

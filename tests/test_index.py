@@ -35,7 +35,7 @@ from haystack_crossrerank.retrievers.index import (
 )
 from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
 from haystack_crossrerank.retrievers.stages import index_corpus
-from tests.conftest import WORDS, build_tiny_cross_encoder
+from tests.conftest import WORDS
 
 QUERIES = [" ".join(random.Random(seed).choices(WORDS, k=4)) for seed in range(5)]
 INPUTS = {
@@ -66,16 +66,8 @@ def more(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny random BERT with mean pooling, saved as a sentence-transformers folder (dimension 32)."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    folder = tmp_path_factory.mktemp("tiny-embedder")
-    bert = build_tiny_cross_encoder(folder / "bert", seed=3)
-    modules = [Transformer(str(bert)), Pooling(32, pooling_mode="mean")]
-    SentenceTransformer(modules=modules, device="cpu").save(str(folder / "st"))
-    return str(folder / "st")
+def embedder(tiny_embedder: Path) -> str:
+    return str(tiny_embedder)
 
 
 @pytest.fixture(scope="module")

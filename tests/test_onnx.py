@@ -142,7 +142,7 @@ def test_export_is_reused_then_redone_for_a_changed_model(
 
 @pytest.mark.parametrize(
     ("backend", "damage"),
-    [("onnx", "truncate"), ("onnx", "no_manifest"), ("onnx", "bad_manifest"), ("openvino", "truncate")],
+    [("onnx", "truncate"), ("openvino", "no_manifest"), ("openvino", "bad_manifest"), ("openvino", "truncate")],
 )
 def test_a_damaged_export_is_rebuilt_with_a_warning(
     tiny_model: Path,
@@ -595,6 +595,7 @@ def test_distillation_pairs_leave_out_the_reserved_queries(tmp_path: Path) -> No
         quantize.beir_distillation_pairs(small)
 
 
+@pytest.mark.slow
 def test_int8_distillation_trains_is_gated_and_is_used(tiny_model: Path, cache_home: Path) -> None:
     from haystack_crossrerank.exported.distil import DistilSettings
 

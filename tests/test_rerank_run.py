@@ -96,6 +96,7 @@ def test_malformed_runs_say_where(tmp_path: Path) -> None:
         read_run(tmp_path / "absent.trec")
 
 
+@pytest.mark.slow
 def test_ray_output_is_identical_and_survives_a_killed_worker(
     beir: dict[str, Path], tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -170,19 +170,20 @@ class ExportSettings:
         return cls(backend=backend, torch_version=torch.__version__, converter_version=converter)
 
 
-def cache_folder(folder: Path, settings: ExportSettings, root: Path | None = None) -> Path:
+def cache_folder(folder: Path, settings: ExportSettings, root: Path | None = None, variant: str = "") -> Path:
     """
     The cache folder for a model folder and export settings.
 
     :param folder: The local model folder.
     :param settings: The export settings.
     :param root: The cache root; default :func:`export_cache_root`.
-    :returns: `<root>/<model folder name>-<backend>-<key>`.
+    :param variant: `""` for a cross-encoder's logits, or another graph of the same folder (e.g. `"tokens"`).
+    :returns: `<root>/<model folder name>-<backend>-<key>` (`<name>-<variant>-<backend>-<key>` for a variant).
     """
-    key = hashlib.sha256(
-        (model_fingerprint(folder) + json.dumps(asdict(settings), sort_keys=True)).encode()
-    ).hexdigest()[:20]
-    return (root or export_cache_root()) / f"{folder.name}-{settings.backend}-{key}"
+    text = model_fingerprint(folder) + json.dumps(asdict(settings), sort_keys=True) + variant
+    key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    name = f"{folder.name}-{variant}" if variant else folder.name
+    return (root or export_cache_root()) / f"{name}-{settings.backend}-{key}"
 
 
 def _valid_export(target: Path, backend: str) -> str | None:
@@ -210,6 +211,7 @@ def export_model(
     backend: str,
     example: dict[str, Any],
     root: Path | None = None,
+    variant: str = "",
 ) -> Path:
     """
     Export a loaded model for a backend into the cache, or reuse a complete export of the same files and
@@ -222,10 +224,13 @@ def export_model(
         PyTorch front end).
     :param example: Example inputs (`input_ids`, `attention_mask`, maybe `token_type_ids`) as torch tensors.
     :param root: The cache root; default :func:`export_cache_root`.
+    :param variant: `""` for a cross-encoder (its last layer is cut to the first token, see
+        :func:`first_token_last_layer`); any other name exports the model whole, under its own cache key (the
+        query embedder's token states are `"tokens"`).
     :returns: The cache folder, holding the backend's :data:`EXPORT_FILES` and `manifest.json`.
     """
     settings = ExportSettings.current(backend)
-    target = cache_folder(folder, settings, root)
+    target = cache_folder(folder, settings, root, variant)
     problem = _valid_export(target, backend) if target.exists() else "absent"
     if problem is None:
         logger.info("Reusing the %s export in %s", backend, target)
@@ -237,13 +242,14 @@ def export_model(
     try:
         started = time.perf_counter()
         model = load_model()
-        pruned = first_token_last_layer(model)
+        pruned = first_token_last_layer(model) if not variant else False
         if backend == "openvino":
             _convert_openvino(model, example, model_file(work, backend))
         else:
             _export_to(model, example, model_file(work, backend))
         manifest = {
             "model": str(folder),
+            "variant": variant,
             "settings": asdict(settings),
             "first_token_last_layer": pruned,
             "inputs": list(example),

@@ -101,13 +101,17 @@ class RuntimeSession:
 
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Run one batch and return the logits as a flat float64 array (safe to call from several threads)."""
+        return self.output(features, dtype=np.float64).reshape(-1)
+
+    def output(self, features: dict[str, np.ndarray], dtype: Any = np.float32) -> np.ndarray:
+        """Run one batch and return the model's first output in its own shape (safe to call from several threads)."""
         feed = {name: value for name, value in features.items() if name in self.input_names}
         if self.backend != "openvino":
-            return np.asarray(self._session.run(None, feed)[0], dtype=np.float64).reshape(-1)
+            return np.asarray(self._session.run(None, feed)[0], dtype=dtype)
         request = self._take_request()
         try:
-            # The request's output tensor is reused by its next inference: copy the logits out before giving it back.
-            return np.array(request.infer(feed)[self._output], dtype=np.float64, copy=True).reshape(-1)
+            # The request's output tensor is reused by its next inference: copy it out before giving it back.
+            return np.array(request.infer(feed)[self._output], dtype=dtype, copy=True)
         finally:
             self._idle_requests.put(request)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,10 @@ from haystack_crossrerank.utils.hardware import (
     resolve_device,
     resolve_precision,
 )
+from haystack_crossrerank.utils.paths import looks_like_local_path
 from haystack_crossrerank.utils.progress import progress, transformers_bars_off
 
 logger = logging.getLogger(__name__)
-
-
-def _looks_like_local_path(model: str) -> bool:
-    """A string that can only be a path (not an `org/name` hub id)."""
-    return (
-        model.startswith((".", "/", "~"))
-        or "\\" in model
-        or model.count("/") > 1
-        or (os.sep != "/" and os.sep in model)
-    )
 
 
 class CrossEncoderScorer:
@@ -158,8 +148,6 @@ class CrossEncoderScorer:
                 self._load()
 
     def _load(self) -> None:
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
         name = self.model_name
         local = Path(name).expanduser()
         if local.exists():
@@ -168,8 +156,11 @@ class CrossEncoderScorer:
                 raise OSError(
                     f"Cross-encoder folder '{local}' has no config.json: expected a Hugging Face model folder"
                 )
-        elif _looks_like_local_path(name):
+        elif looks_like_local_path(name):
             raise FileNotFoundError(f"Cross-encoder folder '{name}' does not exist")
+        if local.is_dir() and self._load_light(local):
+            return
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         hub_kwargs: dict[str, Any] = {"token": self.token} if self.token else {}
         model_kwargs = dict(self.model_kwargs)
@@ -219,28 +210,48 @@ class CrossEncoderScorer:
             model = quantize_int8(model)
         self._attach(model, model.config, tokenizer, device, precision)
 
+    def _load_light(self, folder: Path) -> bool:
+        """Open a local folder's cached export without transformers (:mod:`~haystack_crossrerank.exported.light`)."""
+        from haystack_crossrerank.exported import light
+
+        device = resolve_device(self.requested_device)
+        backend = resolve_backend(self.requested_backend, device.type, self.requested_precision, self.model_kwargs)
+        opened = None if backend == "torch" or self.tokenizer_kwargs else light.open_cached(folder, backend)
+        if opened is None:  # the full load below (it also refuses what it must, with its own messages)
+            return False
+        self.backend, (export, config, tokenizer) = backend, opened
+        self._open_export(export, config, tokenizer, light.weights_loader(folder, self.model_name), device)
+        return True
+
     def _load_exported(
         self, name: str, config: Any, tokenizer: Any, load_weights: Callable[[], Any], device: Any
     ) -> None:
         """Export (or reuse the cached export) and compile it on the backend's runtime."""
         from haystack_crossrerank import exported
+        from haystack_crossrerank.exported import light
 
         exported.require_runtime(self.backend)
         folder = exported.local_model_folder(name, self.token)
+        pair = tokenizer(["a query", "another query"], ["a short text", "a longer text of several words"], padding=True)
         example = {
-            key: torch.as_tensor(value)
-            for key, value in tokenizer(
-                ["a query", "another query"], ["a short text", "a longer text of several words"], padding=True
-            ).items()
-            if key in ("input_ids", "attention_mask", "token_type_ids")
+            k: torch.as_tensor(v) for k, v in pair.items() if k in ("input_ids", "attention_mask", "token_type_ids")
         }
         export = exported.export_model(load_weights, folder, backend=self.backend, example=example)
-        self._load_weights = load_weights
+        if not self.tokenizer_kwargs:
+            light.record(export, folder, config, tokenizer)
+        self._open_export(export, config, tokenizer, load_weights, device)
+
+    def _open_export(
+        self, export: Path, config: Any, tokenizer: Any, load_weights: Callable[[], Any], device: Any
+    ) -> None:
+        """Compile an export on the backend's runtime, at the requested precision, and attach it."""
+        from haystack_crossrerank import exported
+
+        self._load_weights, self.export_folder = load_weights, export
         precision = exported.resolve_backend_precision(self.backend, self.requested_precision)
         path = exported.model_file(export, self.backend)
         if precision == "int8":
             path, precision, self.int8_report = exported.int8_model(export, self.backend, self.model_name)
-        self.export_folder = export
         session = exported.RuntimeSession(self.backend, path, precision=precision, device_type=device.type)
         self._attach(session, config, tokenizer, device, precision)
 

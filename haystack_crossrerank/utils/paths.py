@@ -49,3 +49,13 @@ def export_dir() -> Path:
     """
     value = os.environ.get(EXPORT_DIR_ENV)
     return Path(value).expanduser() if value else home() / "exported"
+
+
+def looks_like_local_path(model: str) -> bool:
+    """A model name that can only be a path (not an `org/name` hub id)."""
+    return (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or (os.sep != "/" and os.sep in model)
+    )
