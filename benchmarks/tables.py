@@ -49,6 +49,8 @@ COMMANDS = {
     "serve_startup.json": "python benchmarks/serve_startup.py --data-dir ../shared/data --datasets scifact,medquad "
     "--pipeline hybrid_rerank",
     "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
+    "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
+    "--sample-queries 100 --json benchmarks/results/adapt_quality_medquad.json",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 
@@ -465,6 +467,7 @@ TABLES: dict[str, Table] = {
     "serve_load": Table(("serve_load.json",), serve_load_table),
     "serve_startup": Table(("serve_startup.json",), serve_startup_table),
     "adapt_quality": Table(("adapt_quality.json",), adapt_quality_table),
+    "adapt_quality_medquad": Table(("adapt_quality_medquad.json",), adapt_quality_table),
     "gpu_training": Table(("gpu_speed.json",), gpu_training_table),
     "gpu_rerank": Table(("gpu_speed.json",), gpu_rerank_table),
 }

@@ -240,6 +240,7 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "serve_load.json": ("serve_load", load, PROVENANCE),
         "serve_startup.json": ("serve_startup", startup, PROVENANCE),
         "adapt_quality.json": ("adapt_quality", adapt, PROVENANCE),
+        "adapt_quality_medquad.json": ("adapt_quality", adapt, PROVENANCE),
         "ray_speed.json": ("ray_speed", ray, PROVENANCE),
         "thread_speed.json": ("thread_speed", threads, PROVENANCE),
         "gpu_speed.json": ("gpu_speed", gpu, gpu_provenance),
