@@ -50,7 +50,7 @@ COMMANDS = {
     "--pipeline hybrid_rerank",
     "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
     "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
-    "--sample-queries 100 --json benchmarks/results/adapt_quality_medquad.json",
+    "--sample-queries 300 --json benchmarks/results/adapt_quality_medquad.json",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 
