@@ -135,8 +135,18 @@ def test_shipped_pipelines_survive_dumps_and_loads(minilm_path: Path, tiny_model
         )
         embedder = pipeline.get_component("text_embedder")
         assert isinstance(embedder, ExportedTextEmbedder) and embedder.normalize_embeddings
-        again = Pipeline.loads(pipeline.dumps(), allowed_modules=["haystack_crossrerank"])
+        dumped = pipeline.dumps()
+        again = Pipeline.loads(dumped, allowed_modules=["haystack_crossrerank"])
         assert again.get_component("text_embedder").to_dict() == embedder.to_dict()
+        assert "HF_TOKEN" in dumped  # the token is kept as the name of its variable, never as a value
+
+
+def test_a_token_value_is_never_serialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    embedder = ExportedTextEmbedder()
+    data = embedder.to_dict()
+    assert "hf_secret_value" not in json.dumps(data)
+    assert ExportedTextEmbedder.from_dict(data).token.resolve_value() == "hf_secret_value"
 
 
 def test_threads_sharing_one_embedder_get_their_own_vectors(tiny_embedder: Path) -> None:

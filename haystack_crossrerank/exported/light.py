@@ -88,7 +88,7 @@ def record(export: Path, folder: Path, config: Any, tokenizer: Any) -> None:
 
     :param export: The export's cache folder.
     :param folder: The model folder the tokenizer was loaded from.
-    :param config: The model's `transformers` config.
+    :param config: The model's `transformers` config (`None` where nothing is read from it).
     :param tokenizer: Its `transformers` fast tokenizer (as loaded, without extra arguments).
     """
     target = export / LOAD_FILE

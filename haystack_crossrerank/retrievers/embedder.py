@@ -4,7 +4,7 @@ A served query pipeline embeds one short query per request. Haystack's `Sentence
 that well, but importing sentence-transformers (and the scikit-learn, SciPy and model-loading code it pulls in)
 took 7.4 s of a 16.6 s `crossrerank serve --index` start on a 2-core CPU. This component reads the model
 folder's own description (`modules.json`, the pooling and `sentence_bert_config.json` files), exports the
-encoder once into the cache the ranker uses (OpenVINO IR or ONNX; torch when neither runtime is installed), and
+encoder once into the cache the ranker uses (OpenVINO IR by default, or ONNX; torch without OpenVINO), and
 pools and normalises in NumPy. Its vectors equal sentence-transformers' up to float rounding (a test compares
 them), so an index embedded by `SentenceTransformersDocumentEmbedder` is searched with it unchanged.
 
@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 from haystack import component, default_from_dict, default_to_dict
+from haystack.utils import Secret, deserialize_secrets_inplace
 
+from haystack_crossrerank.exported.runtime import BACKENDS, resolve_backend
 from haystack_crossrerank.utils.checks import check_choice
 
-BACKENDS = ("auto", "openvino", "onnx", "torch")
 POOLING_MODES = ("cls", "mean", "max")
 # The boolean keys of older sentence-transformers folders, by the mode each stands for.
 LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
@@ -58,9 +59,9 @@ class ExportedTextEmbedder:
     :param prefix: Text put before each input (e.g. `"query: "` for E5 models).
     :param suffix: Text put after each input.
     :param normalize_embeddings: Scale each vector to unit length (models with a Normalize module always are).
-    :param backend: `"auto"` (OpenVINO where installed, else ONNX Runtime, else torch), `"openvino"`,
+    :param backend: `"auto"` (OpenVINO where installed, else torch, as the ranker chooses), `"openvino"`,
         `"onnx"` or `"torch"`. Vectors are computed in fp32 on the CPU.
-    :param token: A Hugging Face token for private hub models.
+    :param token: A Hugging Face token for private hub models (a Haystack `Secret`; never written into YAML).
     :param revision: Accepted for compatibility with `SentenceTransformersTextEmbedder`; only `None`.
     :param truncate_dim: Only `None` (full-length vectors).
     :param precision: Only `"float32"`.
@@ -74,7 +75,7 @@ class ExportedTextEmbedder:
         suffix: str = "",
         normalize_embeddings: bool = False,
         backend: str = "auto",
-        token: str | None = None,
+        token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),  # noqa: B008
         revision: str | None = None,
         truncate_dim: int | None = None,
         precision: str = "float32",
@@ -113,7 +114,7 @@ class ExportedTextEmbedder:
             suffix=self.suffix,
             normalize_embeddings=self.normalize_embeddings,
             backend=self.backend,
-            token=self.token,
+            token=self.token.to_dict() if self.token is not None else None,
             revision=self.revision,
             truncate_dim=self.truncate_dim,
             precision=self.precision,
@@ -122,6 +123,7 @@ class ExportedTextEmbedder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportedTextEmbedder:
         """The component from :meth:`to_dict`'s output."""
+        deserialize_secrets_inplace(data.get("init_parameters", {}), keys=["token"])
         return default_from_dict(cls, data)
 
     def warm_up(self) -> None:
@@ -129,7 +131,8 @@ class ExportedTextEmbedder:
         if self._encoder is None:
             with self._lock:
                 if self._encoder is None:
-                    self._encoder = _Encoder.load(self.model, self.backend, self.token)
+                    token = self.token.resolve_value() if self.token is not None else None
+                    self._encoder = _Encoder.load(self.model, self.backend, token)
 
     @component.output_types(embedding=list[float])
     def run(self, text: str) -> dict[str, list[float]]:
@@ -170,7 +173,7 @@ class _Encoder:
         pooling, normalizes, transformer = read_modules(folder)
         settings = _json(transformer / "sentence_bert_config.json") or _json(folder / "sentence_bert_config.json")
         lower = bool(settings.get("do_lower_case"))
-        resolved = _resolve(backend)
+        resolved = resolve_backend(backend, "cpu", "fp32", None)  # the ranker's rule: OpenVINO if installed
         export = light.cached_export(transformer, resolved, "tokens") if resolved != "torch" else None
         loaded = light.load(export, transformer) if export is not None else None
         if export is not None and loaded is not None:  # no transformers import (see `exported.light`)
@@ -187,7 +190,7 @@ class _Encoder:
                 export = exported.export_model(
                     lambda: _token_states(transformer), transformer, backend=resolved, example=example, variant="tokens"
                 )
-                light.record(export, transformer, _Config(), tokenizer)
+                light.record(export, transformer, None, tokenizer)  # no config values: the embedder reads none
         if resolved == "torch" or export is None:
             forward = _torch_forward(transformer)
         else:
@@ -210,10 +213,6 @@ class _Encoder:
         if self.normalizes:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors.astype(np.float32)
-
-
-class _Config:
-    """No config values: the embedder reads its settings from the sentence-transformers files."""
 
 
 def _max_length(settings: dict[str, Any], tokenizer: Any, transformer: Path) -> int:
@@ -299,17 +298,6 @@ def read_modules(folder: Path) -> tuple[str, bool, Path]:
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _resolve(backend: str) -> str:
-    if backend != "auto":
-        return backend
-    import importlib.util
-
-    for name, module in (("openvino", "openvino"), ("onnx", "onnxruntime")):
-        if importlib.util.find_spec(module) is not None:
-            return name
-    return "torch"
 
 
 def _tensor(value: Any) -> Any:
