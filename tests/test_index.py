@@ -566,3 +566,24 @@ def test_the_benchmark_on_a_saved_index_measures_what_it_measures_on_the_corpus(
     smaller = _beir_folder(corpus, tmp_path / "smaller", keep=20)
     with pytest.raises(ValueError, match="holds 30 documents, but the data set's corpus has 20"):
         run_benchmark(BenchOptions(**{**settings, "data_dir": str(smaller)}, index=str(hybrid_index)))
+
+
+def test_tune_on_a_saved_index_tunes_as_on_the_corpus(
+    corpus: Path, hybrid_index: Path, embedder: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    from haystack_crossrerank.commands.tuning import TuneOptions, run_tuning
+
+    data = _beir_folder(corpus, tmp_path / "beir")
+    (data / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    settings: dict[str, Any] = {"data_dir": str(data), "model": str(tiny_model), "first_stages": ["bm25", "hybrid"]}
+    settings |= {"depths": [8], "variants": [("sentences", "passage")], "aggregations": ["max"], "queries": None}
+    settings |= {"fusion_weights": [0.3], "max_passages": [None], "embedder_model": embedder, "show_progress": False}
+    on_corpus = run_tuning(TuneOptions(**settings))
+    on_index = run_tuning(TuneOptions(**settings, index=str(hybrid_index)))
+    for stage in ("bm25", "hybrid"):
+        assert on_index["first_stages"][stage]["grid"] == on_corpus["first_stages"][stage]["grid"]
+        assert on_index["first_stages"][stage]["first_stage_ndcg@10"] > 0
+    smaller = _beir_folder(corpus, tmp_path / "smaller", keep=20)
+    (smaller / "qrels" / "train.tsv").write_text((data / "qrels" / "test.tsv").read_text())
+    with pytest.raises(ValueError, match="holds 30 documents, but the data set's corpus has 20"):
+        run_tuning(TuneOptions(**{**settings, "data_dir": str(smaller)}, index=str(hybrid_index)))

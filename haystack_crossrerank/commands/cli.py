@@ -232,6 +232,7 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
         precision=args.precision,
         batch_size=args.batch_size,
         scores_path=args.scores,
+        index=args.index,
         selection=args.selection,
         query_ids=_query_ids(args.query_ids) if args.query_ids else None,
     )

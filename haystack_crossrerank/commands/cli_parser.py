@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="lcb",
         help="choose by the 90%% lower bound of the per-query gain over the first stage (default), or by the mean",
     )
+    tune.add_argument(
+        "--index", metavar="DIR", help="a saved index of the data set's corpus (`crossrerank index`), not indexed again"
+    )
     tune.add_argument("--json", help="write the choice and the whole grid to this JSON file")
 
     demo = sub.add_parser("demo", help="the main job: build the default model if needed, evaluate, rerank")

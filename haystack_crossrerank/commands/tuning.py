@@ -36,8 +36,16 @@ from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.ranking.activation import sigmoid
 from haystack_crossrerank.ranking.fusion import FUSION_METHODS, fuse_scores
 from haystack_crossrerank.ranking.passages import aggregate
+from haystack_crossrerank.retrievers.index import attach_index
 from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
-from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, offline_embedder, query_pipeline, retrieve
+from haystack_crossrerank.retrievers.stages import (
+    check_document_count,
+    first_stage,
+    index_corpus,
+    offline_embedder,
+    query_pipeline,
+    retrieve,
+)
 from haystack_crossrerank.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -80,6 +88,8 @@ class TuneOptions:
     precision: str = "auto"
     batch_size: int | None = None  # the scorer's default
     embedder_model: str | None = None
+    # A saved index of the data set's corpus (`crossrerank index`) for the first stages, instead of indexing it here.
+    index: str | None = None
     selection: str = "lcb"
     show_progress: bool = True
 
@@ -136,13 +146,18 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
     max_depth = max(options.depths)
 
     embedder = options.embedder_model or offline_embedder()
-    index_corpus(data, "indexing_dense" if any(s.dense for s in stages) else "indexing_bm25", embedder)
+    if options.index is None:
+        index_corpus(data, "indexing_dense" if any(s.dense for s in stages) else "indexing_bm25", embedder)
+    else:
+        check_document_count(options.index, len(data.corpus))
     # Candidates per stage and depth, retrieved exactly as the shipped pipeline would at that depth.
     candidates: dict[str, dict[int, dict[str, list[Document]]]] = {}
     for stage in stages:
         candidates[stage.name] = {}
         for depth in options.depths:
             pipeline = query_pipeline(stage, depth, embedder)
+            if options.index is not None:
+                attach_index(pipeline, options.index)
             candidates[stage.name][depth] = {q: retrieve(pipeline, stage, t, depth) for q, t in queries.items()}
     union: dict[str, list[Document]] = {}
     for q in query_ids:
