@@ -17,6 +17,7 @@ hybrid rows load it instead of embedding the corpus again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -54,13 +55,16 @@ def compare(
     sample_queries: int | None,
     ranker_settings: dict[str, Any] | None = None,
     index: str | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
-    One data set and first stage: the first stage alone, and its shipped pipeline with each model.
+    One data set and first stage: the first stage alone, and its shipped pipeline with each model; with `recipe`
+    (the ranker settings recorded for the adapted model), also the adapted model run with those settings.
 
     :returns: `{"dataset", "first_stage", "depth", "queries", "first_stage_alone", "base", "adapted",
         "adapted_minus_first_stage", "base_minus_first_stage", "adapted_worse_than_first_stage"}`, each model's entry
-        the row's `ndcg@10`, `mrr@10` and `recall@100`.
+        the row's `ndcg@10`, `mrr@10` and `recall@100`; with `recipe`, also `"adapted_recorded_settings"`,
+        `"adapted_recorded"`, `"adapted_recorded_minus_first_stage"`, `"adapted_recorded_worse_than_first_stage"`.
     """
     from haystack_crossrerank.commands.benchmark import BenchOptions, run_benchmark
     from haystack_crossrerank.retrievers.stages import first_stage, shipped_depth
@@ -85,6 +89,19 @@ def compare(
     alone = {k: rows[0].get(k) for k in keys}
     base_row = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
     adapted_row = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
+    recorded: dict[str, Any] = {}
+    if recipe:  # the same pipeline, its ranker run with the settings recorded for an adapted model
+        settings = {**(ranker_settings or {}), **recipe}
+        passages = [recipe["passages"]]
+        options = dataclasses.replace(options, models=[adapted], passages=passages, ranker_settings=settings)
+        recipe_rows = run_benchmark(options)["rows"]
+        found = {k: pipeline_row(recipe_rows, adapted, {**ranker, **recipe}).get(k) for k in keys}
+        recorded = {
+            "adapted_recorded_settings": recipe,
+            "adapted_recorded": found,
+            "adapted_recorded_minus_first_stage": round(found["ndcg@10"] - alone["ndcg@10"], 4),
+            "adapted_recorded_worse_than_first_stage": found["ndcg@10"] < alone["ndcg@10"],
+        }
     return {
         "dataset": dataset,
         "first_stage": stage,
@@ -96,6 +113,7 @@ def compare(
         "adapted_minus_first_stage": round(adapted_row["ndcg@10"] - alone["ndcg@10"], 4),
         "base_minus_first_stage": round(base_row["ndcg@10"] - alone["ndcg@10"], 4),
         "adapted_worse_than_first_stage": adapted_row["ndcg@10"] < alone["ndcg@10"],
+        **recorded,
     }
 
 
@@ -120,23 +138,44 @@ def adapted_model(
     return str(folder), json.loads(facts.read_text(encoding="utf-8")) if facts.is_file() else None
 
 
+def adapted_settings(model: str, facts: dict[str, Any] | None, pipeline: str) -> dict[str, Any] | None:
+    """
+    The ranker settings to run an adapted model with in a pipeline: those its folder records, else, for a folder
+    adapted before settings were recorded whose adaptation kept the adapted weights, today's recipe
+    (`ADAPTED_RANKER_SETTINGS`, what `crossrerank adapt` records now); `None` for a folder that kept the base model.
+    """
+    from haystack_crossrerank.training.adapt import ADAPTED_RANKER_SETTINGS
+    from haystack_crossrerank.utils.adapted import recorded_ranker_settings
+
+    found = recorded_ranker_settings(model, pipeline)
+    if found:
+        return found
+    if facts is not None and "ranker_settings" not in facts and facts.get("result", {}).get("kept") == "adapted":
+        return dict(ADAPTED_RANKER_SETTINGS[pipeline])
+    return None
+
+
 def print_table(comparisons: list[dict[str, Any]]) -> list[str]:
     """Print one line per data set and pipeline; returns the warnings (the adapted model below the first stage)."""
     print(
         "\ndata set | pipeline | queries | first stage nDCG@10 | + base model | + adapted model | adapted - first stage"
+        " | + adapted model, its settings | its settings - first stage"
     )
     warnings = []
     for c in comparisons:
+        recorded = c.get("adapted_recorded")
         print(
             f"{c['dataset']} | {c['first_stage']}_rerank (top {c['depth']}) | {c['queries']} | "
             f"{c['first_stage_alone']['ndcg@10']:.4f} | {c['base']['ndcg@10']:.4f} | {c['adapted']['ndcg@10']:.4f} | "
-            f"{c['adapted_minus_first_stage']:+.4f}"
+            f"{c['adapted_minus_first_stage']:+.4f} | "
+            + (f"{recorded['ndcg@10']:.4f} | {c['adapted_recorded_minus_first_stage']:+.4f}" if recorded else "- | -")
         )
-        if c["adapted_worse_than_first_stage"]:
-            warnings.append(
-                f"WORSE: on {c['dataset']} test, {c['first_stage']}_rerank with the adapted model ranks below its "
-                f"first stage alone ({c['adapted']['ndcg@10']:.4f} < {c['first_stage_alone']['ndcg@10']:.4f})"
-            )
+        for key, label in (("adapted", "the adapted model"), ("adapted_recorded", "the adapted model's settings")):
+            if c.get(f"{key}_worse_than_first_stage"):
+                warnings.append(
+                    f"WORSE: on {c['dataset']} test, {c['first_stage']}_rerank with {label} ranks below its "
+                    f"first stage alone ({c[key]['ndcg@10']:.4f} < {c['first_stage_alone']['ndcg@10']:.4f})"
+                )
     for line in warnings:
         print(line)
     if not warnings:
@@ -176,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-queries", type=int, default=300, help="a seeded sample of test queries per set (default 300)"
     )
+    parser.add_argument(
+        "--shipped-only",
+        action="store_true",
+        help="run the adapted model with the shipped ranker settings only, not also with those recorded for it",
+    )
     parser.add_argument("--json", default=str(RESULTS / "adapt_quality.json"), help="default: %(default)s")
     args = parser.parse_args(argv)
     given = parse_adapted(args.adapted)
@@ -194,8 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         adaptations[dataset] = {"model": model, "adaptation": facts}
         for stage in args.first_stages:
             index = indexes.get(dataset) if stage == "hybrid" else None
+            recipe = None if args.shipped_only else adapted_settings(model, facts, f"{stage}_rerank")
             comparisons.append(
-                compare(args.data_dir, dataset, stage, base, model, sample_queries=args.sample_queries, index=index)
+                compare(
+                    args.data_dir,
+                    dataset,
+                    stage,
+                    base,
+                    model,
+                    sample_queries=args.sample_queries,
+                    index=index,
+                    recipe=recipe,
+                )
             )
     warnings = print_table(comparisons)
     report = {"base": base, "sample_queries": args.sample_queries, "adapted": adaptations}

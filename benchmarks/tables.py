@@ -51,6 +51,7 @@ COMMANDS = {
     "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
     "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
     "--sample-queries 300 --json benchmarks/results/adapt_quality_medquad.json",
+    "adapt_recipe.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 
@@ -330,28 +331,27 @@ def serve_startup_table(startup: Result) -> list[str]:
 
 def adapt_quality_table(adapt: Result) -> list[str]:
     table = []
-    for c in need(adapt.data, "comparisons", where=adapt.path):
-        worse = c["adapted_worse_than_first_stage"]
-        table.append(
-            [
-                NAMES.get(c["dataset"], c["dataset"]),
-                f"`{c['first_stage']}_rerank` (top {c['depth']})",
-                c["queries"],
-                metric(c["first_stage_alone"]["ndcg@10"]),
-                f"{metric(c['base']['ndcg@10'])} ({c['base_minus_first_stage']:+.4f})",
-                f"{metric(c['adapted']['ndcg@10'])} ({c['adapted_minus_first_stage']:+.4f})",
-                "**yes**" if worse else "no",
-            ]
-        )
-    header = [
-        "test set",
-        "pipeline",
-        "queries",
-        "first stage alone",
-        "+ base model",
-        "+ adapted model",
-        "adapted below first stage",
-    ]
+    comparisons = need(adapt.data, "comparisons", where=adapt.path)
+    recorded = any("adapted_recorded" in c for c in comparisons)
+    for c in comparisons:
+        worse = c["adapted_worse_than_first_stage"] or c.get("adapted_recorded_worse_than_first_stage", False)
+        row = [
+            NAMES.get(c["dataset"], c["dataset"]),
+            f"`{c['first_stage']}_rerank` (top {c['depth']})",
+            c["queries"],
+            metric(c["first_stage_alone"]["ndcg@10"]),
+            f"{metric(c['base']['ndcg@10'])} ({c['base_minus_first_stage']:+.4f})",
+            f"{metric(c['adapted']['ndcg@10'])} ({c['adapted_minus_first_stage']:+.4f})",
+        ]
+        if recorded:
+            found = c.get("adapted_recorded")
+            row.append(f"{metric(found['ndcg@10'])} ({c['adapted_recorded_minus_first_stage']:+.4f})" if found else "-")
+        table.append([*row, "**yes**" if worse else "no"])
+    header = ["test set", "pipeline", "queries", "first stage alone", "+ base model", "+ adapted model"]
+    if recorded:
+        header[-1] += ", shipped settings"
+        header.append("+ adapted model, its recorded settings")
+    header.append("adapted below first stage")
     adapted = adapt.data.get("adapted", {})
     kept = []
     for dataset, entry in adapted.items():
@@ -366,6 +366,33 @@ def adapt_quality_table(adapt: Result) -> list[str]:
         f"stage alone), base model `{Path(adapt.data['base']).name}`, adapted on that test set's corpus alone"
     )
     caption += f" ({'; '.join(kept)}):" if kept else ":"
+    return [caption, "", *markdown(header, table)]
+
+
+def adapt_recipe_table(recipe: Result) -> list[str]:
+    sets = list(need(recipe.data, "data_sets", where=recipe.path))
+    table = []
+    for pipeline, found in need(recipe.data, "pipelines", where=recipe.path).items():
+        choice = found["choice"]
+        settings = ", ".join(f"{k}={v}" for k, v in choice["settings"].items())
+        cells = []
+        for name in sets:
+            first = recipe.data["data_sets"][name]["first_stages"][pipeline.removesuffix("_rerank")]
+            got = choice[name]
+            cells.append(
+                f"{metric(first['first_stage_ndcg@10'])} → {metric(got['ndcg@10'])} "
+                f"({got['gain']:+.4f}; bound {got['gain_lcb']:+.4f})"
+            )
+        table.append([f"`{pipeline}`", settings, *cells])
+    queries = {NAMES.get(n, n): recipe.data["data_sets"][n]["queries"] for n in sets}
+    columns = [f"{NAMES.get(n, n)} train: first stage → adapted" for n in sets]
+    header = ["pipeline", "recorded ranker settings", *columns]
+    caption = (
+        "The ranker settings `crossrerank adapt` records for an adapted model, chosen on training queries ("
+        + ", ".join(f"{n}: {q}" for n, q in queries.items())
+        + "; each set with the model adapted on its own corpus) by the best worse-of-the-two 90% lower bound of the "
+        "per-query nDCG@10 gain over the first stage:"
+    )
     return [caption, "", *markdown(header, table)]
 
 
@@ -468,6 +495,7 @@ TABLES: dict[str, Table] = {
     "serve_startup": Table(("serve_startup.json",), serve_startup_table),
     "adapt_quality": Table(("adapt_quality.json",), adapt_quality_table),
     "adapt_quality_medquad": Table(("adapt_quality_medquad.json",), adapt_quality_table),
+    "adapt_recipe": Table(("adapt_recipe.json",), adapt_recipe_table),
     "gpu_training": Table(("gpu_speed.json",), gpu_training_table),
     "gpu_rerank": Table(("gpu_speed.json",), gpu_rerank_table),
 }

@@ -310,3 +310,100 @@ def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted
     ]
     assert "scifact | bm25_rerank (top 20) | 3 | 0.6000 | 0.5000 | 0.6500 | +0.0500" in capsys.readouterr().out
     assert script.parse_adapted(["scifact=models/x"]) == {"scifact": "models/x"}
+
+
+def _adapted_folder(folder: Path, settings: Any) -> Path:
+    folder.mkdir()
+    (folder / "adaptation.json").write_text(json.dumps({"ranker_settings": settings}), encoding="utf-8")
+    return folder
+
+
+def test_recorded_ranker_settings_are_read_per_pipeline_and_explicit_settings_win(tmp_path: Path) -> None:
+    from haystack_crossrerank.utils.adapted import recorded_ranker_settings, with_recorded_settings
+
+    folder = _adapted_folder(tmp_path / "adapted", {"hybrid_rerank": {"fusion": "zscore", "fusion_weight": 0.1}})
+    assert recorded_ranker_settings(folder, "hybrid_rerank") == {"fusion": "zscore", "fusion_weight": 0.1}
+    assert recorded_ranker_settings(folder, "bm25_rerank") == {}
+    assert recorded_ranker_settings("org/some-model", "hybrid_rerank") == {}  # a hub id records nothing
+    assert recorded_ranker_settings(tmp_path, "hybrid_rerank") == {}  # a folder without the file
+    given = {"fusion_weight": 0.5, "backend": "torch"}
+    merged = with_recorded_settings(folder, "hybrid_rerank", given)
+    assert merged == {"fusion": "zscore", "fusion_weight": 0.5, "backend": "torch"}
+    assert with_recorded_settings(tmp_path, "hybrid_rerank", None) == {}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adaptation.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="must be a JSON object written by `crossrerank adapt`"):
+        recorded_ranker_settings(broken, "hybrid_rerank")
+    odd = _adapted_folder(tmp_path / "odd", {"hybrid_rerank": ["zscore"]})
+    with pytest.raises(ValueError, match="must map pipeline names to ranker settings, but got"):
+        recorded_ranker_settings(odd, "hybrid_rerank")
+
+
+def test_the_shipped_recipe_is_the_one_the_recipe_benchmark_chose() -> None:
+    from haystack_crossrerank.ranker import CrossEncoderRanker
+    from haystack_crossrerank.training.adapt import ADAPTED_RANKER_SETTINGS
+
+    result = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "adapt_recipe.json").read_text())
+    assert result["results"]["recipe"] == ADAPTED_RANKER_SETTINGS
+
+    for settings in ADAPTED_RANKER_SETTINGS.values():  # each one a ranker configuration that init accepts
+        ranker = CrossEncoderRanker(model="some/model", **settings)
+        assert {k: getattr(ranker, k) for k in settings} == settings
+
+
+def test_the_recipe_picks_the_best_worst_case_across_data_sets() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "adapt_recipe", Path(__file__).parents[1] / "benchmarks" / "adapt_recipe.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def row(weight: float, gain: float, lcb: float) -> dict[str, Any]:
+        fixed = {"passages": "sentences", "meta_placement": "passage", "aggregation": "max"}
+        fixed |= {"aggregation_weight": 0.5, "fusion": "rrf", "max_passages": None, "depth": 20}
+        return {**fixed, "fusion_weight": weight, "ndcg@10": 0.5 + gain, "gain": gain, "gain_lcb": lcb}
+
+    # 0.1 is best on a, 0.9 best on b; 0.5 holds on both and wins
+    a = [row(0.1, 0.05, 0.04), row(0.5, 0.02, 0.01), row(0.9, -0.03, -0.05)]
+    b = [row(0.1, -0.01, -0.02), row(0.5, 0.03, 0.015), row(0.9, 0.08, 0.06)]
+    best, rows = script.joint_choice({"a": a, "b": b})
+    assert best["settings"]["fusion_weight"] == 0.5 and best["worst_gain_lcb"] == 0.01 and len(rows) == 3
+    assert best["a"] == {"ndcg@10": 0.52, "gain": 0.02, "gain_lcb": 0.01}
+    with pytest.raises(ValueError, match="share no setting"):
+        script.joint_choice({"a": a[:1], "b": b[1:]})
+
+
+def test_an_adapted_model_records_and_prints_the_recipe_and_a_kept_base_records_none(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from haystack_crossrerank.training import adapt
+    from haystack_crossrerank.utils.adapted import recorded_ranker_settings
+
+    data = write_beir_bait(tmp_path / "beir", toy_corpus(24))
+    real = adapt._evaluate_base
+    monkeypatch.setattr(adapt, "_evaluate_base", lambda *a: {k: v - 2.0 for k, v in real(*a).items()})
+    out = tmp_path / "adapted"
+    common = ["--base", str(tiny_model), "--max-length", "64", "--heldout", "4", "--eval-steps", "2"]
+    status, _ = recorded_run(["adapt", "--corpus", str(data), "--output", str(out), *common])
+    assert status == 0
+    facts = json.loads((out / "adaptation.json").read_text())
+    assert facts["result"]["kept"] == "adapted"
+    assert facts["ranker_settings"] == adapt.ADAPTED_RANKER_SETTINGS
+    assert recorded_ranker_settings(out, "hybrid_rerank") == adapt.ADAPTED_RANKER_SETTINGS["hybrid_rerank"]
+    card = (out / "README.md").read_text()
+    hybrid = adapt.ADAPTED_RANKER_SETTINGS["hybrid_rerank"]
+    assert "### Ranker settings" in card and f"`fusion={hybrid['fusion']}`" in card
+    printed = capsys.readouterr().out
+    assert f"hybrid_rerank: --set passages={hybrid['passages']}" in printed and "--set max_passages=" in printed
+    # a kept base model records no settings: it runs as shipped
+    monkeypatch.setattr(adapt, "_evaluate_base", lambda *a: {k: v + 2.0 for k, v in real(*a).items()})
+    status, _ = recorded_run(["adapt", "--corpus", str(data), "--output", str(out), "--overwrite", *common])
+    assert status == 0
+    facts = json.loads((out / "adaptation.json").read_text())
+    assert facts["result"]["kept"] == "base" and facts["ranker_settings"] == {}
+    assert "### Ranker settings" not in (out / "README.md").read_text()
+    assert recorded_ranker_settings(out, "hybrid_rerank") == {}

@@ -133,3 +133,22 @@ def test_a_run_naming_unknown_texts_is_refused_before_any_scoring(
     bad.write_text("q99 Q0 d1 1 0.5 bm25\n")
     with pytest.raises(ValueError, match="query 'q99' of the run is not in the queries file"):
         rerank_run(options)
+
+
+def test_an_adapted_model_runs_with_its_recorded_settings_and_explicit_ones_win(
+    beir: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from haystack_crossrerank.commands.rerank_run import build_ranker
+
+    adapted = tmp_path / "adapted"
+    shutil.copytree(tiny_model, adapted)
+    recorded = {"aggregation": "max", "fusion": "zscore", "fusion_weight": 0.1, "max_passages": None}
+    (adapted / "adaptation.json").write_text(json.dumps({"ranker_settings": {"bm25_rerank": recorded}}))
+    ranker = build_ranker(_options(beir, adapted, tmp_path / "a.trec"))
+    assert {k: getattr(ranker, k) for k in recorded} == recorded
+    ranker = build_ranker(_options(beir, adapted, tmp_path / "b.trec", settings={"fusion_weight": 0.7}))
+    assert (ranker.fusion, ranker.fusion_weight) == ("zscore", 0.7)
+    plain = build_ranker(_options(beir, tiny_model, tmp_path / "c.trec"))
+    assert (plain.fusion, plain.fusion_weight) != ("zscore", 0.1), "a model without the file runs as shipped"

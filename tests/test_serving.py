@@ -116,3 +116,20 @@ def test_missing_corpus_says_what_was_expected(tmp_path: Path) -> None:
     (tmp_path / "dup.jsonl").write_text('{"_id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     with pytest.raises(ValueError, match=r"dup.jsonl:2: document id 'a' appears twice"):
         read_corpus(tmp_path / "dup.jsonl")
+
+
+def test_an_adapted_model_is_served_with_its_recorded_settings(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from haystack_crossrerank.commands.serving import ServedPipeline, ServeSettings
+
+    adapted = tmp_path / "adapted"
+    shutil.copytree(tiny_model, adapted)
+    recorded = {"aggregation": "max", "fusion": "zscore", "fusion_weight": 0.1}
+    (adapted / "adaptation.json").write_text(json.dumps({"ranker_settings": {"bm25_rerank": recorded}}))
+    settings = {"corpus": str(corpus), "model": str(adapted), "ranker": {"backend": "torch", "fusion_weight": 0.6}}
+    with ServedPipeline(ServeSettings(**settings)) as served:  # type: ignore[arg-type]
+        ranker = served.pipeline.get_component("ranker")
+        assert (ranker.aggregation, ranker.fusion, ranker.fusion_weight) == ("max", "zscore", 0.6)
+        assert len(served.run(QUERIES[0])) == 10

@@ -69,7 +69,7 @@ def cmd_adapt(args: argparse.Namespace) -> dict[str, Any]:
     :raises SystemExit: If no `--base` is given and the default model is not built.
     """
     from haystack_crossrerank.commands.offline import built_model_dir
-    from haystack_crossrerank.training.adapt import AdaptOptions, adapt_config, adapt_reranker
+    from haystack_crossrerank.training.adapt import ADAPT_FILE, AdaptOptions, adapt_config, adapt_reranker
 
     base = args.base
     if base is None:
@@ -117,4 +117,10 @@ def cmd_adapt(args: argparse.Namespace) -> dict[str, Any]:
     print("\nAdaptation finished")
     for key, value in summary.items():
         print(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    settings = result.facts.get("ranker_settings") or {}
+    if settings:
+        print(f"\nRanker settings recorded for this model ({ADAPT_FILE}; `crossrerank serve` applies them):")
+        for pipeline, values in settings.items():
+            print(f"  {pipeline}: " + " ".join(f"--set {k}={'null' if v is None else v}" for k, v in values.items()))
+    summary["ranker_settings"] = settings
     return summary

@@ -122,10 +122,13 @@ def build_ranker(options: RerankRunOptions) -> Any:
 
     from haystack_crossrerank.ranker import CrossEncoderRanker
     from haystack_crossrerank.retrievers.pipelines import pipeline_path
+    from haystack_crossrerank.utils.adapted import with_recorded_settings
 
     spec = yaml.safe_load(pipeline_path(options.pipeline).read_text(encoding="utf-8"))
     params = dict(spec["components"]["ranker"]["init_parameters"])
-    params.update(model=options.model, top_k=options.depth, **options.settings)
+    # An adapted model's folder records the ranker settings it runs with; explicit settings win.
+    params.update(model=options.model, top_k=options.depth)
+    params.update(with_recorded_settings(options.model, options.pipeline, options.settings))
     return CrossEncoderRanker(**params)
 
 

@@ -155,6 +155,7 @@ class ServedPipeline:
         from haystack_crossrerank.retrievers.index import read_manifest
         from haystack_crossrerank.retrievers.pipelines import load_pipeline, pipeline_path
         from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, offline_embedder
+        from haystack_crossrerank.utils.adapted import with_recorded_settings
 
         if settings.pipeline not in SERVED_PIPELINES:
             raise ValueError(f"pipeline must be one of {list(SERVED_PIPELINES)}, but got {settings.pipeline!r}")
@@ -172,7 +173,8 @@ class ServedPipeline:
         overrides = self.stage.overrides(settings.depth) if settings.depth is not None else {}
         if self.stage.dense:  # queries are embedded as the documents were
             overrides["text_embedder"] = {"model": embedder or offline_embedder()}
-        overrides["ranker"] = {"model": model, **(settings.ranker or {})}
+        # An adapted model's folder records the ranker settings it runs with; explicit settings win.
+        overrides["ranker"] = {"model": model, **with_recorded_settings(model, settings.pipeline, settings.ranker)}
         if settings.max_batch_tokens is not None:
             overrides["ranker"]["max_batch_tokens"] = settings.max_batch_tokens
         self.pipeline = load_pipeline(pipeline_path(settings.pipeline), overrides=overrides, index=settings.index)

@@ -48,11 +48,37 @@ from haystack_crossrerank.training.pseudo_queries import (
 )
 from haystack_crossrerank.training.retrieval import RetrievalCollator
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, train_cross_encoder
+from haystack_crossrerank.utils.adapted import ADAPT_FILE
 from haystack_crossrerank.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
-ADAPT_FILE = "adaptation.json"  # written into the model folder: what the model was adapted on, and the choice
+# The ranker settings an adapted model runs with in each shipped pipeline, recorded in its `adaptation.json`
+# (`crossrerank serve` and `rerank-run` apply them). The shipped fusion weights were tuned for the STS model; an
+# adapted model scores differently, and whoever adapts has no judgments to tune with. So this is one fixed recipe,
+# chosen once by benchmarks/adapt_recipe.py on the *training* queries of SciFact and MedQuAD (each with its own
+# adapted model): per pipeline, the setting whose worse 90% lower bound of the gain over the first stage, of the two
+# sets, is highest (benchmarks/results/adapt_recipe.json; a test keeps the two equal).
+ADAPTED_RANKER_SETTINGS: dict[str, dict[str, Any]] = {
+    "bm25_rerank": {
+        "passages": "sentences",
+        "meta_placement": "passage",
+        "aggregation": "max_first",
+        "aggregation_weight": 0.5,
+        "fusion": "minmax",
+        "fusion_weight": 0.3,
+        "max_passages": 8,
+    },
+    "hybrid_rerank": {
+        "passages": "sentences",
+        "meta_placement": "passage",
+        "aggregation": "max",
+        "aggregation_weight": 0.5,
+        "fusion": "zscore",
+        "fusion_weight": 0.1,
+        "max_passages": None,
+    },
+}
 # The recipe over TrainConfig's defaults: retrieval training's batch and learning rate, one pass over the
 # pseudo-queries, an evaluation every 75 steps, the best checkpoint kept.
 ADAPT_PRESET: dict[str, Any] = {"epochs": 1.0, "batch_size": 8, "eval_steps": 75, "select_best": True}
@@ -269,6 +295,8 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
     if kept == "base":
         logger.warning("the adapted model is not better than the base on the held-back queries: keeping the base")
         _write_base_weights(config.base_model, result.output_dir)
+    # The recipe is for adapted weights; a folder that kept the base model runs with the shipped settings.
+    facts["ranker_settings"] = ADAPTED_RANKER_SETTINGS if kept == "adapted" else {}
     facts["result"] = {
         "kept": kept,
         "heldout": heldout_metrics,
@@ -419,10 +447,27 @@ def _record(folder: Path, facts: dict[str, Any], base_model: str) -> None:
         f"Kept: the {result['kept']} model"
         + ("." if result["kept"] == "adapted" else f" (`{base_model}`): the adapted one was not better."),
         "",
+        *_settings_lines(facts["ranker_settings"]),
     ]
     card = folder / "README.md"
     _replace_text(card, card.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines))
     _replace_text(folder / ADAPT_FILE, json.dumps(facts, indent=1, default=str) + "\n")
+
+
+def _settings_lines(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """The card's lines on the ranker settings to run the model with (none for a folder that kept the base)."""
+    if not settings:
+        return []
+    lines = [
+        "### Ranker settings",
+        "",
+        f"Run this model with these `CrossEncoderRanker` settings (recorded in `{ADAPT_FILE}`; `crossrerank serve` "
+        "and `crossrerank rerank-run` apply them, `--set` overrides):",
+        "",
+    ]
+    for pipeline, values in settings.items():
+        lines.append(f"- `{pipeline}`: " + ", ".join(f"`{k}={v}`" for k, v in values.items()))
+    return [*lines, ""]
 
 
 def _replace_text(path: Path, text: str) -> None:
