@@ -361,8 +361,14 @@ def adapt_quality_table(adapt: Result) -> list[str]:
                 f"{NAMES.get(dataset, dataset)}: {result['steps']} of {result['planned_steps']} steps, "
                 f"{result['seconds'] / 60:.1f} minutes in all, the {result['kept']} model kept"
             )
+    settings = (
+        "the pipeline's own depth; the models with its shipped ranker settings, the adapted one also with the "
+        "settings its folder records"
+        if recorded
+        else "the pipeline's own depth and ranker settings"
+    )
     caption = (
-        f"nDCG@10 on each test set (the pipeline's own depth and ranker settings; in brackets, against the first "
+        f"nDCG@10 on each test set ({settings}; in brackets, against the first "
         f"stage alone), base model `{Path(adapt.data['base']).name}`, adapted on that test set's corpus alone"
     )
     caption += f" ({'; '.join(kept)}):" if kept else ":"

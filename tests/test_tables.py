@@ -189,6 +189,34 @@ def results_fixture() -> dict[str, dict[str, Any]]:
             }
         ],
     }
+    recorded = {"fusion": "zscore", "fusion_weight": 0.1}
+    adapt_recorded = {
+        **adapt,
+        "comparisons": [
+            {
+                **adapt["comparisons"][0],
+                "adapted_recorded_settings": recorded,
+                "adapted_recorded": {**metrics, "ndcg@10": 0.712},
+                "adapted_recorded_minus_first_stage": 0.012,
+                "adapted_recorded_worse_than_first_stage": False,
+            }
+        ],
+    }
+    gains = {"scifact": {"ndcg@10": 0.761, "gain": 0.0241, "gain_lcb": 0.0157}}
+    gains["medquad"] = {"ndcg@10": 0.628, "gain": 0.0346, "gain_lcb": 0.0256}
+    recipe = {
+        "base": "/models/m",
+        "data_sets": {
+            name: {
+                "model": f"/models/m-{name}-adapted",
+                "queries": 200,
+                "first_stages": {"bm25": {"first_stage_ndcg@10": first}},
+            }
+            for name, first in (("scifact", 0.7369), ("medquad", 0.5934))
+        },
+        "pipelines": {"bm25_rerank": {"choice": {"settings": recorded, "depth": 20, **gains}, "top": []}},
+        "recipe": {"bm25_rerank": recorded},
+    }
     summary = {"queries": 100, "pairs": 3000, "reranked_ndcg@10": 0.7464}
     ray = {
         "model": "/models/m",
@@ -240,7 +268,8 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "serve_load.json": ("serve_load", load, PROVENANCE),
         "serve_startup.json": ("serve_startup", startup, PROVENANCE),
         "adapt_quality.json": ("adapt_quality", adapt, PROVENANCE),
-        "adapt_quality_medquad.json": ("adapt_quality", adapt, PROVENANCE),
+        "adapt_quality_medquad.json": ("adapt_quality", adapt_recorded, PROVENANCE),
+        "adapt_recipe.json": ("adapt_recipe", recipe, PROVENANCE),
         "ray_speed.json": ("ray_speed", ray, PROVENANCE),
         "thread_speed.json": ("thread_speed", threads, PROVENANCE),
         "gpu_speed.json": ("gpu_speed", gpu, gpu_provenance),
@@ -332,6 +361,13 @@ def test_serving_and_adaptation_tables_say_what_each_ratio_is_against(tmp_path: 
         "| SciFact | `hybrid_rerank` (top 20) | 300 | 0.7000 | 0.7010 (+0.0010) | 0.6900 (-0.0100) | **yes** |" in adapt
     )
     assert "SciFact: 186 of 300 steps, 23.6 minutes in all, the adapted model kept" in adapt
+    assert "its recorded settings" not in adapt  # a result without those rows gets no such column
+    both = tables.render("adapt_quality_medquad", results, root)
+    assert "| + adapted model, shipped settings | + adapted model, its recorded settings |" in both
+    assert "| 0.6900 (-0.0100) | 0.7120 (+0.0120) | **yes** |" in both
+    recipe = tables.render("adapt_recipe", results, root)
+    assert "| `bm25_rerank` | fusion=zscore, fusion_weight=0.1 | 0.7369 → 0.7610 (+0.0241; bound +0.0157) |" in recipe
+    assert "(SciFact: 200, MedQuAD: 200;" in recipe
 
 
 def test_writing_replaces_only_the_text_between_the_markers(tmp_path: Path) -> None:
