@@ -407,3 +407,20 @@ def test_an_adapted_model_records_and_prints_the_recipe_and_a_kept_base_records_
     assert facts["result"]["kept"] == "base" and facts["ranker_settings"] == {}
     assert "### Ranker settings" not in (out / "README.md").read_text()
     assert recorded_ranker_settings(out, "hybrid_rerank") == {}
+
+
+def test_a_query_longer_than_max_length_is_cut_instead_of_stopping_training(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from haystack_crossrerank.training.retrieval import RetrievalCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    collator = RetrievalCollator(tokenizer, 16, "listwise", micro_batches=False)
+    long_query = " ".join(WORDS[:40])
+    batch = collator([{"query": long_query, "documents": ["paris city museum", " ".join(WORDS[40:80])]}])
+    ids = [chunk["input_ids"] for chunk in batch["chunks"]]
+    assert ids and all(t.shape[-1] <= 16 for t in ids)
+    # an ordinary query: only the text is cut, exactly as before
+    short = tokenizer(["paris"], [" ".join(WORDS[40:80])], truncation="only_second", max_length=16)
+    cut = tokenizer(["paris"], [" ".join(WORDS[40:80])], truncation="longest_first", max_length=16)
+    assert cut["input_ids"] == short["input_ids"]

@@ -59,7 +59,9 @@ class RetrievalCollator:
                 queries.append(row["query"])
                 texts.append(text)
                 labels.append([float(group), 1.0 if position == 0 else 0.0])
-        encoded = self.tokenizer(queries, texts, truncation="only_second", max_length=self.max_length)
+        # The text is cut first, as the ranker cuts it; a query that alone fills `max_length` (a long span or user
+        # query) is cut too, instead of stopping training with a truncation error.
+        encoded = self.tokenizer(queries, texts, truncation="longest_first", max_length=self.max_length)
         return collate_micro_batches(self.tokenizer, encoded, labels, micro_batches=self.micro_batches)
 
 
