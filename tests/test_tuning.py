@@ -120,6 +120,14 @@ def test_tune_reuses_saved_passage_scores(tmp_path: Path, tiny_model: Path) -> N
     assert again["first_stages"]["bm25"]["grid"] == first["first_stages"]["bm25"]["grid"]
 
 
+def test_tune_writes_its_score_cache_into_a_folder_that_does_not_exist_yet(tmp_path: Path, tiny_model: Path) -> None:
+    # The cache is written after all the scoring; a missing folder used to throw that work away at the end.
+    data = write_train_split(tmp_path / "toy")
+    cache = tmp_path / "new" / "nested" / "scores.json"
+    run_tuning(small_options(data, tiny_model, scores_path=str(cache), variants=[("sentences", "passage")]))
+    assert set(json.loads(cache.read_text())) == {"sentences/passage"}
+
+
 def test_tune_reuses_cached_queries_and_scores_only_new_ones(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

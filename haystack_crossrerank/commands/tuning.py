@@ -26,6 +26,7 @@ import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from haystack import Document
@@ -330,6 +331,7 @@ def _load_scores(path: str | None) -> dict[str, dict[str, dict[str, list[float]]
 
 def _save_scores(path: str, scores: dict[str, dict[str, dict[str, list[float]]]]) -> None:
     """Write the cache whole to a temporary file, then rename: an interrupted write leaves the old cache."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # a new folder must not cost the minutes of scoring
     scratch = f"{path}.partial"
     with open(scratch, "w", encoding="utf-8") as handle:
         json.dump(scores, handle)
