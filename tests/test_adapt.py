@@ -242,6 +242,8 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     assert facts["examples"]["examples"] == 20 + 2 and facts["heldout_documents"] == 4
     assert facts["result"]["stopped_by_budget"] is False and facts["result"]["kept"] in ("adapted", "base")
     assert set(facts["result"]["heldout"]) == {"first_stage", "base", "adapted"}
+    # the trainer's record and the collator use the same length
+    assert json.loads((out / "training_log.json").read_text())["config"]["max_length"] == 64
     card = (out / "README.md").read_text()
     assert "task: adapt" in card and "## Adaptation" in card and "no relevance judgments read" in card
     assert "corpus.jsonl (24 documents, sha256 " in card and "| first_stage |" in card
@@ -420,7 +422,12 @@ def test_a_query_longer_than_max_length_is_cut_instead_of_stopping_training(tiny
     batch = collator([{"query": long_query, "documents": ["paris city museum", " ".join(WORDS[40:80])]}])
     ids = [chunk["input_ids"] for chunk in batch["chunks"]]
     assert ids and all(t.shape[-1] <= 16 for t in ids)
-    # an ordinary query: only the text is cut, exactly as before
-    short = tokenizer(["paris"], [" ".join(WORDS[40:80])], truncation="only_second", max_length=16)
-    cut = tokenizer(["paris"], [" ".join(WORDS[40:80])], truncation="longest_first", max_length=16)
-    assert cut["input_ids"] == short["input_ids"]
+    # an ordinary query: the collator cuts only the text, giving the ids it gave before
+    text = " ".join(WORDS[40:80])
+    batch = collator([{"query": "paris", "documents": ["paris city museum", text]}])
+    rows = [
+        [t for t, keep in zip(ids, mask, strict=True) if keep]
+        for chunk in batch["chunks"]
+        for ids, mask in zip(chunk["input_ids"].tolist(), chunk["attention_mask"].tolist(), strict=True)
+    ]
+    assert tokenizer("paris", text, truncation="only_second", max_length=16)["input_ids"] in rows

@@ -102,7 +102,6 @@ def cmd_adapt(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         precision=args.precision,
         overwrite=args.overwrite,
-        max_length=options.max_length,
     )
     result = adapt_reranker(config, options)
     summary: dict[str, Any] = {
