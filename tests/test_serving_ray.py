@@ -62,14 +62,18 @@ class RayServer:
             return []
 
     def replica_pids(self) -> set[int]:
-        pids = set()
+        """
+        The replicas' processes. A replica's short-lived fork (a library's subprocess before its exec) shows the
+        replica's command line too; it is a child of a replica, so it is not counted.
+        """
+        parents = {}
         for child in self.ray_processes():
             try:
                 if child.cmdline()[0].startswith(REPLICA):  # Ray adds the method it runs, if any
-                    pids.add(child.pid)
+                    parents[child.pid] = child.ppid()
             except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                 pass
-        return pids
+        return {pid for pid, parent in parents.items() if parent not in parents}
 
 
 def _start(folder: Path, index: Path, model: Path) -> RayServer:
@@ -200,6 +204,26 @@ def test_build_application_checks_its_counts_and_a_replica_is_unhealthy_until_lo
         build_application(settings, num_cpus=0)
     with pytest.raises(RuntimeError, match=r"the pipeline bm25_rerank is not loaded"):
         ServeReplica(settings.to_json()).check_health()
+
+
+def test_a_replicas_short_lived_fork_is_not_counted_as_a_replica(tmp_path: Path) -> None:
+    @dataclass
+    class Fake:
+        pid: int
+        parent: int
+        name: str
+
+        def cmdline(self) -> list[str]:
+            return [self.name]
+
+        def ppid(self) -> int:
+            return self.parent
+
+    raylet, replica = 10, f"{REPLICA}.handle_request"
+    tree = [Fake(11, raylet, replica), Fake(12, raylet, REPLICA), Fake(13, 12, REPLICA), Fake(14, raylet, "raylet")]
+    server = RayServer(process=None, base="", log=tmp_path / "log", statuses_while_starting=set())  # type: ignore[arg-type]
+    server.ray_processes = lambda: tree  # type: ignore[method-assign]
+    assert server.replica_pids() == {11, 12}
 
 
 # ---------------------------------------------------------------------------------------------- on Ray Serve
