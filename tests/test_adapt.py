@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,9 +187,10 @@ def test_bad_adapt_settings_are_refused() -> None:
         "minutes": (0.0, "`minutes` must be > 0, but got 0.0"),
         "heldout": (0, "`heldout` must be > 0, but got 0"),
         "skip_top": (-1, "`skip_top` must be >= 0, but got -1"),
+        "base_share": (1.0, "`base_share` must be in [0, 1), but got 1.0"),
     }
     for name, (value, message) in cases.items():
-        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
             AdaptOptions(corpus="x", **{name: value}).validate()
 
 
@@ -229,7 +231,18 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     queries = tmp_path / "mine.txt"
     queries.write_text("paris city museum\nriver wall tower\n", encoding="utf-8")
     out = tmp_path / "adapted"
-    common = ["--base", str(tiny_model), "--max-length", "64", "--heldout", "4", "--eval-steps", "2"]
+    common = [
+        "--base",
+        str(tiny_model),
+        "--max-length",
+        "64",
+        "--heldout",
+        "4",
+        "--eval-steps",
+        "2",
+        "--base-share",
+        "0.5",
+    ]
     argv = ["adapt", "--corpus", str(data), "--output", str(out), "--queries", str(queries), *common]
     status, opened = recorded_run([*argv, "--json", str(tmp_path / "summary.json")])
     assert status == 0
@@ -241,12 +254,14 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     assert facts["examples"]["by_kind"]["user"] == 2 and facts["corpus"]["documents"] == 24
     assert facts["examples"]["examples"] == 20 + 2 and facts["heldout_documents"] == 4
     assert facts["result"]["stopped_by_budget"] is False and facts["result"]["kept"] in ("adapted", "base")
-    assert set(facts["result"]["heldout"]) == {"first_stage", "base", "adapted"}
+    assert set(facts["result"]["heldout"]) == {"first_stage", "base", "trained", "adapted"}
+    assert facts["options"]["base_share"] == 0.5
     # the trainer's record and the collator use the same length
     assert json.loads((out / "training_log.json").read_text())["config"]["max_length"] == 64
     card = (out / "README.md").read_text()
     assert "task: adapt" in card and "## Adaptation" in card and "no relevance judgments read" in card
-    assert "corpus.jsonl (24 documents, sha256 " in card and "| first_stage |" in card
+    assert "corpus.jsonl (24 documents, sha256 " in card and "| first_stage |" in card and "| trained |" in card
+    assert "- weights: 0.5 × the base model's + 0.5 × the trained ones" in card
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["output"] == str(out) and summary["steps"] == facts["result"]["steps"] == 3
     status, _ = recorded_run([*argv])  # the folder exists: refused before any work
@@ -275,6 +290,42 @@ def test_a_spent_budget_stops_training_and_a_better_base_is_kept_whole(
     assert kept.keys() == base.keys() and all(bool((kept[k] == base[k]).all()) for k in base)
     card = (result.output_dir / "README.md").read_text()
     assert "1 of 3 planned steps; stopped by the time budget" in card and "Kept: the base model" in card
+
+
+def test_averaging_with_the_base_mixes_every_weight_in_the_given_share(tmp_path: Path, tiny_model: Path) -> None:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from haystack_crossrerank.training.adapt import interpolate_with_base
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model, trained)
+    base = load_file(tiny_model / "model.safetensors")
+    save_file({k: v + 1.0 if v.is_floating_point() else v for k, v in base.items()}, trained / "model.safetensors")
+    assert interpolate_with_base(str(tiny_model), trained, 0.25)
+    mixed = load_file(trained / "model.safetensors")
+    assert mixed.keys() == base.keys()
+    for key, value in base.items():
+        expected = value + 0.75 if value.is_floating_point() else value
+        assert torch.allclose(mixed[key], expected, atol=1e-5), key
+    with pytest.raises(ValueError, match=r"`base_share` must be in \(0, 1\), but got 1.0"):
+        interpolate_with_base(str(tiny_model), trained, 1.0)
+
+
+def test_a_base_without_a_one_logit_head_is_not_averaged_with(
+    tmp_path: Path, tiny_model: Path, tiny_model_two_labels: Path
+) -> None:
+    import shutil
+
+    from haystack_crossrerank.training.adapt import interpolate_with_base
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model, trained)
+    before = (trained / "model.safetensors").read_bytes()
+    assert not interpolate_with_base(str(tiny_model_two_labels), trained, 0.5)
+    assert (trained / "model.safetensors").read_bytes() == before
 
 
 def test_normalized_ignores_case_and_spacing() -> None:
@@ -389,7 +440,18 @@ def test_an_adapted_model_records_and_prints_the_recipe_and_a_kept_base_records_
     real = adapt._evaluate_base
     monkeypatch.setattr(adapt, "_evaluate_base", lambda *a: {k: v - 2.0 for k, v in real(*a).items()})
     out = tmp_path / "adapted"
-    common = ["--base", str(tiny_model), "--max-length", "64", "--heldout", "4", "--eval-steps", "2"]
+    common = [
+        "--base",
+        str(tiny_model),
+        "--max-length",
+        "64",
+        "--heldout",
+        "4",
+        "--eval-steps",
+        "2",
+        "--base-share",
+        "0.5",
+    ]
     status, _ = recorded_run(["adapt", "--corpus", str(data), "--output", str(out), *common])
     assert status == 0
     facts = json.loads((out / "adaptation.json").read_text())

@@ -50,6 +50,12 @@ def add_adapt_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--negatives", type=int, default=None, help="mined negatives per example (default 3)")
     parser.add_argument("--heldout", type=int, default=None, help="documents held back to choose by (default 100)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (default 128)")
+    parser.add_argument(
+        "--base-share",
+        type=float,
+        default=None,
+        help="the base model's share when the trained weights are averaged with it, 0 for none (default 0)",
+    )
     parser.add_argument("--epochs", type=float, default=None, help="passes over the pseudo-queries (default 1)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-5)")
     parser.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 75)")
@@ -85,6 +91,7 @@ def cmd_adapt(args: argparse.Namespace) -> dict[str, Any]:
         "negatives": args.negatives,
         "heldout": args.heldout,
         "max_length": args.max_length,
+        "base_share": args.base_share,
     }
     options = AdaptOptions(
         corpus=args.corpus,

@@ -112,6 +112,9 @@ class AdaptOptions:
         training's 192: the adapted recipe scores sentences, and the shorter pairs let the planned steps fit the
         budget.
     :param embedder: The embedding model of the hybrid stage (default: the offline all-MiniLM-L6-v2).
+    :param base_share: The base model's share in the written weights: after training, each weight becomes
+        `base_share * base + (1 - base_share) * trained` (weight-space ensembling, as in WiSE-FT), and that model
+        is the one compared with the base on the held-back queries. 0 writes the trained weights as they are.
     """
 
     corpus: str
@@ -128,6 +131,7 @@ class AdaptOptions:
     eval_depth: int = 20
     max_length: int = 128
     embedder: str | None = None
+    base_share: float = 0.0
 
     def validate(self) -> None:
         """
@@ -144,6 +148,8 @@ class AdaptOptions:
                 raise ValueError(f"`{name}` must be > 0, but got {getattr(self, name)}")
         if self.skip_top < 0:
             raise ValueError(f"`skip_top` must be >= 0, but got {self.skip_top}")
+        if not 0.0 <= self.base_share < 1.0:
+            raise ValueError(f"`base_share` must be in [0, 1), but got {self.base_share!r}")
 
 
 @dataclass
@@ -267,7 +273,8 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
     eval_started = time.perf_counter()
     base_metrics = _evaluate_base(config.base_model, evaluator)
     eval_seconds = time.perf_counter() - eval_started
-    budget = TimeBudget(started + options.minutes * 60 - 3 * eval_seconds - SAVE_RESERVE_S)
+    evaluations_after = 4 if options.base_share > 0 else 3  # the averaged model is evaluated once more
+    budget = TimeBudget(started + options.minutes * 60 - evaluations_after * eval_seconds - SAVE_RESERVE_S)
     logger.info(
         "%d examples (%s) in %.0fs; the time budget leaves training %.1f minutes",
         len(examples),
@@ -293,9 +300,13 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
     heldout_metrics = {
         "first_stage": {key: round(first_alone[key], 4) for key in ("ndcg@10", "mrr@10")},
         "base": _short(base_metrics),
-        "adapted": _short(result.final_metrics),
     }
-    kept = "adapted" if result.final_metrics[primary] > base_metrics[primary] else "base"
+    adapted_metrics = result.final_metrics
+    if options.base_share > 0 and interpolate_with_base(config.base_model, result.output_dir, options.base_share):
+        heldout_metrics["trained"] = _short(result.final_metrics)
+        adapted_metrics = _evaluate_model(str(result.output_dir), evaluator, "the averaged model")
+    heldout_metrics["adapted"] = _short(adapted_metrics)
+    kept = "adapted" if adapted_metrics[primary] > base_metrics[primary] else "base"
     if kept == "base":
         logger.warning("the adapted model is not better than the base on the held-back queries: keeping the base")
         _write_base_weights(config.base_model, result.output_dir)
@@ -372,14 +383,71 @@ def _pseudo_queries(
 
 def _evaluate_base(base_model: str, evaluator: RerankEvaluator) -> dict[str, float]:
     """The base model on the held-back queries, scored as the trainer scores its final model."""
-    model, tokenizer = load_for_training(base_model)
+    return _evaluate_model(base_model, evaluator, "the base model")
+
+
+def _evaluate_model(model_dir: str, evaluator: RerankEvaluator, label: str) -> dict[str, float]:
+    """A model (hub id or folder) on the held-back queries, scored as the trainer scores its final model."""
+    model, tokenizer = load_for_training(model_dir)
     with reporting.evaluation_lines_folded(evaluator):
         scorer = reporting.EvaluationScorer.from_model(model.eval(), tokenizer, precision="auto", batch_size=64)
         metrics = evaluator(scorer)
     logger.info(
-        "base model on the held-back queries: %s", reporting.metrics_line(metrics, evaluator.primary_metric_name)
+        "%s on the held-back queries: %s", label, reporting.metrics_line(metrics, evaluator.primary_metric_name)
     )
     return metrics
+
+
+def interpolate_with_base(base_model: str, folder: Path, base_share: float) -> bool:
+    """
+    Replace the weights in `folder` by `base_share * base + (1 - base_share) * folder's` (weight-space ensembling).
+
+    Fine-tuning from the base leaves both models in one basin, so the average of their weights is a model that keeps
+    some of what the base knew (for the STS model: judging meaning across phrasings) beside what the pseudo-queries
+    taught; it costs nothing when reranking. A base without a trained one-logit head (a plain encoder) has nothing
+    to average the head with, so its weights are left as trained.
+
+    :param base_model: The model that training started from (hub id or folder).
+    :param folder: The trained model's folder; its `*.safetensors` are replaced.
+    :param base_share: The base model's share, in (0, 1).
+    :returns: Whether the weights were replaced.
+    :raises ValueError: If `base_share` is outside (0, 1) or the two models' weights differ in names or shapes.
+    """
+    import torch
+    import transformers
+
+    from haystack_crossrerank.utils.progress import transformers_bars_off
+
+    if not 0.0 < base_share < 1.0:
+        raise ValueError(f"`base_share` must be in (0, 1), but got {base_share!r}")
+    with transformers_bars_off():
+        base, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+            base_model, num_labels=1, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+        trained = transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        logger.warning(
+            "the base model %s has no trained one-logit head to average with: the trained weights are kept as they are",
+            base_model,
+        )
+        return False
+    ours, theirs = trained.state_dict(), base.state_dict()
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise ValueError(f"the weights of '{folder}' and of the base model {base_model} differ in names or shapes")
+    with torch.no_grad():
+        mixed = {
+            k: (base_share * theirs[k].float() + (1 - base_share) * v.float()).to(v.dtype)
+            if v.is_floating_point()
+            else v
+            for k, v in ours.items()
+        }
+    trained.load_state_dict(mixed)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as temporary:
+        trained.save_pretrained(temporary, safe_serialization=True)
+        for weights in Path(temporary).glob("*.safetensors"):
+            os.replace(weights, folder / weights.name)
+    logger.info("weights averaged with the base model's (base share %.2f)", base_share)
+    return True
 
 
 def _short(metrics: dict[str, float]) -> dict[str, float]:
@@ -443,6 +511,11 @@ def _record(folder: Path, facts: dict[str, Any], base_model: str) -> None:
         f"- training: {result['steps']} of {result['planned_steps']} planned steps"
         + ("; stopped by the time budget" if result["stopped_by_budget"] else ""),
         f"- whole run: {result['seconds']:.0f} s of a {facts['options']['minutes']}-minute budget",
+        *(
+            [f"- weights: {share:g} × the base model's + {1 - share:g} × the trained ones (the `trained` row)"]
+            if "trained" in held and (share := facts["options"]["base_share"])
+            else []
+        ),
         "",
         "| held-back pseudo-queries | nDCG@10 | MRR@10 |",
         "|---|---|---|",
