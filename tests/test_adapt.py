@@ -217,6 +217,11 @@ def recorded_run(argv: list[str]) -> tuple[int, list[str]]:
     return status, list(OPENED["paths"])
 
 
+def tiny_adapt_flags(model: Path) -> list[str]:
+    """`crossrerank adapt` flags for a quick run of a tiny model on a toy corpus."""
+    return ["--base", str(model), "--max-length", "64", "--heldout", "4", "--eval-steps", "2"]
+
+
 def assert_complete_model(folder: Path) -> None:
     from haystack_crossrerank.ranking.scoring import CrossEncoderScorer
 
@@ -231,18 +236,7 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     queries = tmp_path / "mine.txt"
     queries.write_text("paris city museum\nriver wall tower\n", encoding="utf-8")
     out = tmp_path / "adapted"
-    common = [
-        "--base",
-        str(tiny_model),
-        "--max-length",
-        "64",
-        "--heldout",
-        "4",
-        "--eval-steps",
-        "2",
-        "--base-share",
-        "0.5",
-    ]
+    common = [*tiny_adapt_flags(tiny_model), "--base-share", "0.5"]
     argv = ["adapt", "--corpus", str(data), "--output", str(out), "--queries", str(queries), *common]
     status, opened = recorded_run([*argv, "--json", str(tmp_path / "summary.json")])
     assert status == 0
@@ -440,18 +434,7 @@ def test_an_adapted_model_records_and_prints_the_recipe_and_a_kept_base_records_
     real = adapt._evaluate_base
     monkeypatch.setattr(adapt, "_evaluate_base", lambda *a: {k: v - 2.0 for k, v in real(*a).items()})
     out = tmp_path / "adapted"
-    common = [
-        "--base",
-        str(tiny_model),
-        "--max-length",
-        "64",
-        "--heldout",
-        "4",
-        "--eval-steps",
-        "2",
-        "--base-share",
-        "0.5",
-    ]
+    common = tiny_adapt_flags(tiny_model)
     status, _ = recorded_run(["adapt", "--corpus", str(data), "--output", str(out), *common])
     assert status == 0
     facts = json.loads((out / "adaptation.json").read_text())
