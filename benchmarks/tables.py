@@ -52,6 +52,10 @@ COMMANDS = {
     "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
     "--sample-queries 300 --json benchmarks/results/adapt_quality_medquad.json",
     "adapt_recipe.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data",
+    "adapt_base_share.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
+    "--adapted medquad=DIR --json benchmarks/results/adapt_base_share.json (DIRs: crossrerank adapt --base-share 0.5)",
+    "adapt_lr.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
+    "--adapted medquad=DIR --json benchmarks/results/adapt_lr.json (DIRs: crossrerank adapt --lr 1e-4)",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 
@@ -402,6 +406,33 @@ def adapt_recipe_table(recipe: Result) -> list[str]:
     return [caption, "", *markdown(header, table)]
 
 
+# The recipe variants tried on the training queries, each file adapt_recipe.py's output for models adapted so.
+ADAPT_VARIANTS = {
+    "adapt_recipe.json": "the recipe (learning rate 5e-5, trained weights)",
+    "adapt_base_share.json": "`--base-share 0.5`",
+    "adapt_lr.json": "`--lr 1e-4`",
+}
+
+
+def adapt_variants_table(*variants: Result) -> list[str]:
+    table = []
+    for variant in variants:
+        sets = list(need(variant.data, "data_sets", where=variant.path))
+        cells = []
+        for found in need(variant.data, "pipelines", where=variant.path).values():
+            choice = found["choice"]
+            cells += [f"{metric(choice[n]['ndcg@10'])} ({choice[n]['gain_lcb']:+.4f})" for n in sets]
+        table.append([ADAPT_VARIANTS[Path(variant.path).name], *cells])
+    pipelines = list(variants[0].data["pipelines"])
+    sets = list(variants[0].data["data_sets"])
+    header = ["adapted with", *[f"`{p}`, {NAMES.get(n, n)} train" for p in pipelines for n in sets]]
+    caption = (
+        "nDCG@10 on the training queries at each variant's own recipe choice (in brackets, the 90% lower bound of "
+        "the gain over the first stage), each set with the model adapted on its own corpus:"
+    )
+    return [caption, "", *markdown(header, table)]
+
+
 GPU_RUNS = {
     "peer": "sentence-transformers CrossEncoderTrainer, first run",
     "ours": "haystack-crossrerank, defaults",
@@ -502,6 +533,7 @@ TABLES: dict[str, Table] = {
     "adapt_quality": Table(("adapt_quality.json",), adapt_quality_table),
     "adapt_quality_medquad": Table(("adapt_quality_medquad.json",), adapt_quality_table),
     "adapt_recipe": Table(("adapt_recipe.json",), adapt_recipe_table),
+    "adapt_variants": Table(tuple(ADAPT_VARIANTS), adapt_variants_table),
     "gpu_training": Table(("gpu_speed.json",), gpu_training_table),
     "gpu_rerank": Table(("gpu_speed.json",), gpu_rerank_table),
 }

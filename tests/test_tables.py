@@ -217,6 +217,8 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "pipelines": {"bm25_rerank": {"choice": {"settings": recorded, "depth": 20, **gains}, "top": []}},
         "recipe": {"bm25_rerank": recorded},
     }
+    lower = {"scifact": {"ndcg@10": 0.75, "gain": 0.0131, "gain_lcb": 0.0042}, "medquad": gains["medquad"]}
+    variant = {**recipe, "pipelines": {"bm25_rerank": {"choice": {"settings": recorded, "depth": 20, **lower}}}}
     summary = {"queries": 100, "pairs": 3000, "reranked_ndcg@10": 0.7464}
     ray = {
         "model": "/models/m",
@@ -270,6 +272,8 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "adapt_quality.json": ("adapt_quality", adapt, PROVENANCE),
         "adapt_quality_medquad.json": ("adapt_quality", adapt_recorded, PROVENANCE),
         "adapt_recipe.json": ("adapt_recipe", recipe, PROVENANCE),
+        "adapt_base_share.json": ("adapt_recipe", variant, PROVENANCE),
+        "adapt_lr.json": ("adapt_recipe", recipe, PROVENANCE),
         "ray_speed.json": ("ray_speed", ray, PROVENANCE),
         "thread_speed.json": ("thread_speed", threads, PROVENANCE),
         "gpu_speed.json": ("gpu_speed", gpu, gpu_provenance),
@@ -368,6 +372,11 @@ def test_serving_and_adaptation_tables_say_what_each_ratio_is_against(tmp_path: 
     recipe = tables.render("adapt_recipe", results, root)
     assert "| `bm25_rerank` | fusion=zscore, fusion_weight=0.1 | 0.7369 → 0.7610 (+0.0241; bound +0.0157) |" in recipe
     assert "(SciFact: 200, MedQuAD: 200;" in recipe
+    variants = tables.render("adapt_variants", results, root)
+    assert "| adapted with | `bm25_rerank`, SciFact train | `bm25_rerank`, MedQuAD train |" in variants
+    assert "| the recipe (learning rate 5e-5, trained weights) | 0.7610 (+0.0157) | 0.6280 (+0.0256) |" in variants
+    assert "| `--base-share 0.5` | 0.7500 (+0.0042) | 0.6280 (+0.0256) |" in variants
+    assert variants.count("- `benchmarks/results/adapt_") == 3  # each variant's source
 
 
 def test_writing_replaces_only_the_text_between_the_markers(tmp_path: Path) -> None:
