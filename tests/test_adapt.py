@@ -292,7 +292,7 @@ def test_averaging_with_the_base_mixes_every_weight_in_the_given_share(tmp_path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from haystack_crossrerank.training.adapt import interpolate_with_base
+    from haystack_crossrerank.training.weights import interpolate_with_base
 
     trained = tmp_path / "trained"
     shutil.copytree(tiny_model, trained)
@@ -313,7 +313,7 @@ def test_a_base_without_a_one_logit_head_is_not_averaged_with(
 ) -> None:
     import shutil
 
-    from haystack_crossrerank.training.adapt import interpolate_with_base
+    from haystack_crossrerank.training.weights import interpolate_with_base
 
     trained = tmp_path / "trained"
     shutil.copytree(tiny_model, trained)

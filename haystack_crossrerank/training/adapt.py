@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from haystack_crossrerank.training.pseudo_queries import (
 )
 from haystack_crossrerank.training.retrieval import RetrievalCollator
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, train_cross_encoder
+from haystack_crossrerank.training.weights import interpolate_with_base, write_base_weights
 from haystack_crossrerank.utils.adapted import ADAPT_FILE
 from haystack_crossrerank.utils.progress import progress
 
@@ -309,7 +309,7 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
     kept = "adapted" if adapted_metrics[primary] > base_metrics[primary] else "base"
     if kept == "base":
         logger.warning("the adapted model is not better than the base on the held-back queries: keeping the base")
-        _write_base_weights(config.base_model, result.output_dir)
+        write_base_weights(config.base_model, result.output_dir)
     # The recipe is for adapted weights; a folder that kept the base model runs with the shipped settings.
     facts["ranker_settings"] = ADAPTED_RANKER_SETTINGS if kept == "adapted" else {}
     facts["result"] = {
@@ -398,58 +398,6 @@ def _evaluate_model(model_dir: str, evaluator: RerankEvaluator, label: str) -> d
     return metrics
 
 
-def interpolate_with_base(base_model: str, folder: Path, base_share: float) -> bool:
-    """
-    Replace the weights in `folder` by `base_share * base + (1 - base_share) * folder's` (weight-space ensembling).
-
-    Fine-tuning from the base leaves both models in one basin, so the average of their weights is a model that keeps
-    some of what the base knew (for the STS model: judging meaning across phrasings) beside what the pseudo-queries
-    taught; it costs nothing when reranking. A base without a trained one-logit head (a plain encoder) has nothing
-    to average the head with, so its weights are left as trained.
-
-    :param base_model: The model that training started from (hub id or folder).
-    :param folder: The trained model's folder; its `*.safetensors` are replaced.
-    :param base_share: The base model's share, in (0, 1).
-    :returns: Whether the weights were replaced.
-    :raises ValueError: If `base_share` is outside (0, 1) or the two models' weights differ in names or shapes.
-    """
-    import torch
-    import transformers
-
-    from haystack_crossrerank.utils.progress import transformers_bars_off
-
-    if not 0.0 < base_share < 1.0:
-        raise ValueError(f"`base_share` must be in (0, 1), but got {base_share!r}")
-    with transformers_bars_off():
-        base, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-            base_model, num_labels=1, ignore_mismatched_sizes=True, output_loading_info=True
-        )
-        trained = transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
-    if info.get("missing_keys") or info.get("mismatched_keys"):
-        logger.warning(
-            "the base model %s has no trained one-logit head to average with: the trained weights are kept as they are",
-            base_model,
-        )
-        return False
-    ours, theirs = trained.state_dict(), base.state_dict()
-    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
-        raise ValueError(f"the weights of '{folder}' and of the base model {base_model} differ in names or shapes")
-    with torch.no_grad():
-        mixed = {
-            k: (base_share * theirs[k].float() + (1 - base_share) * v.float()).to(v.dtype)
-            if v.is_floating_point()
-            else v
-            for k, v in ours.items()
-        }
-    trained.load_state_dict(mixed)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as temporary:
-        trained.save_pretrained(temporary, safe_serialization=True)
-        for weights in Path(temporary).glob("*.safetensors"):
-            os.replace(weights, folder / weights.name)
-    logger.info("weights averaged with the base model's (base share %.2f)", base_share)
-    return True
-
-
 def _short(metrics: dict[str, float]) -> dict[str, float]:
     return {key.rpartition("_")[2]: round(value, 4) for key, value in metrics.items()}
 
@@ -489,15 +437,6 @@ def _facts(options: AdaptOptions, corpus: dict[str, Any], stats: dict[str, Any],
             f"{options.first_stage} top {options.eval_depth} reranked (nDCG@10 of the query's own document)",
         },
     }
-
-
-def _write_base_weights(base_model: str, folder: Path) -> None:
-    """Put the base model's weights in place of the adapted ones (same architecture, config and tokenizer)."""
-    model, _ = load_for_training(base_model)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as temporary:
-        model.save_pretrained(temporary, safe_serialization=True)
-        for weights in Path(temporary).glob("*.safetensors"):
-            os.replace(weights, folder / weights.name)
 
 
 def _record(folder: Path, facts: dict[str, Any], base_model: str) -> None:
