@@ -308,6 +308,27 @@ def test_averaging_with_the_base_mixes_every_weight_in_the_given_share(tmp_path:
         interpolate_with_base(str(tiny_model), trained, 1.0)
 
 
+def test_the_averaged_model_not_the_trained_one_is_compared_with_the_base(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from haystack_crossrerank.training import adapt
+
+    data = write_beir_bait(tmp_path / "beir", toy_corpus(24))
+    real = adapt._evaluate_model
+    offsets = {"the base model": -5.0, "the averaged model": -10.0}  # trained (0..1) > base > averaged
+
+    def shifted(model_dir: str, evaluator: Any, label: str) -> dict[str, float]:
+        return {k: v + offsets[label] for k, v in real(model_dir, evaluator, label).items()}
+
+    monkeypatch.setattr(adapt, "_evaluate_model", shifted)
+    options = adapt.AdaptOptions(corpus=str(data), heldout=4, max_length=64, base_share=0.5)
+    result = adapt.adapt_reranker(adapt.adapt_config(str(tiny_model), str(tmp_path / "out"), eval_steps=2), options)
+    assert (
+        result.heldout["trained"]["ndcg@10"] > result.heldout["base"]["ndcg@10"] > result.heldout["adapted"]["ndcg@10"]
+    )
+    assert result.kept == "base"  # the trained weights would have won; the averaged ones are what would be written
+
+
 def test_a_base_without_a_one_logit_head_is_not_averaged_with(
     tmp_path: Path, tiny_model: Path, tiny_model_two_labels: Path
 ) -> None:
