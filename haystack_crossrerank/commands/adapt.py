@@ -51,6 +51,12 @@ def add_adapt_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--heldout", type=int, default=None, help="documents held back to choose by (default 100)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (default 128)")
     parser.add_argument(
+        "--pairs",
+        choices=["document", "passage"],
+        default=None,
+        help="train on whole documents, or on each document's passage closest to the query (default document)",
+    )
+    parser.add_argument(
         "--base-share",
         type=float,
         default=None,
@@ -92,6 +98,7 @@ def cmd_adapt(args: argparse.Namespace) -> dict[str, Any]:
         "heldout": args.heldout,
         "max_length": args.max_length,
         "base_share": args.base_share,
+        "pairs": args.pairs,
     }
     options = AdaptOptions(
         corpus=args.corpus,

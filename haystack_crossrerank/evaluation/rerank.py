@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from haystack_crossrerank.data.beir import BeirData
 from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
+from haystack_crossrerank.ranking.passages import document_passages
+
+# Passages scored per document in sentence mode (the title counts), to bound an evaluation's cost.
+MAX_EVAL_PASSAGES = 16
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,11 @@ def document_text(doc: dict[str, str], ranker: Any = None) -> str:
 
 
 class RerankEvaluator:
-    """nDCG@10 (and MRR@10) of reranking fixed BM25 candidates with the scorer."""
+    """
+    nDCG@10 (and MRR@10) of reranking fixed candidates with the scorer: each document scored whole (`passages=
+    "document"`, as document mode sends it), or by its best passage (`"sentences"`: the title and each sentence,
+    as sentence mode cuts it, the first :data:`MAX_EVAL_PASSAGES`).
+    """
 
     def __init__(
         self,
@@ -43,11 +52,15 @@ class RerankEvaluator:
         *,
         name: str,
         max_length: int | None = None,
+        passages: str = "document",
     ) -> None:
+        if passages not in ("document", "sentences"):
+            raise ValueError(f"`passages` must be 'document' or 'sentences', but got {passages!r}")
         self.data = data
         self.candidates = candidates
         self.name = name
         self.max_length = max_length
+        self.passages = passages
 
     @property
     def primary_metric_name(self) -> str:
@@ -58,14 +71,24 @@ class RerankEvaluator:
         texts = text_ranker()
         for query_id, docs in self.candidates.items():
             for doc_id, _ in docs:
-                pairs.append((self.data.queries[query_id], document_text(self.data.corpus[doc_id], texts)))
-                owners.append((query_id, doc_id))
+                for text in self._texts(self.data.corpus[doc_id], texts):
+                    pairs.append((self.data.queries[query_id], text))
+                    owners.append((query_id, doc_id))
         scores = scorer.score(pairs, max_length=self.max_length)  # for this evaluation only
+        best: dict[tuple[str, str], float] = {}
+        for owner, score in zip(owners, scores, strict=True):
+            best[owner] = max(best.get(owner, -math.inf), float(score))
         per_query: dict[str, list[tuple[str, float]]] = {}
-        for (query_id, doc_id), score in zip(owners, scores, strict=True):
+        for (query_id, doc_id), score in best.items():
             per_query.setdefault(query_id, []).append((doc_id, score))
         rankings = {q: [d for d, _ in sorted(v, key=lambda x: -x[1])] for q, v in per_query.items()}
         metrics = evaluate_rankings({q: self.data.qrels[q] for q in self.candidates}, rankings)
         result = {f"{self.name}_ndcg@10": metrics["ndcg@10"], f"{self.name}_mrr@10": metrics["mrr@10"]}
         logger.info("%s: nDCG@10 %.4f, MRR@10 %.4f", self.name, metrics["ndcg@10"], metrics["mrr@10"])
         return result
+
+    def _texts(self, doc: dict[str, str], texts: Any) -> list[str]:
+        if self.passages == "document":
+            return [document_text(doc, texts)]
+        found = document_passages(doc["text"], doc["title"], mode="sentences", max_passages=MAX_EVAL_PASSAGES)
+        return [p.text for p in found]

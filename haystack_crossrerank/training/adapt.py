@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
 from haystack_crossrerank.training import reporting
 from haystack_crossrerank.training.base_model import load_for_training
 from haystack_crossrerank.training.losses import listwise_loss
+from haystack_crossrerank.training.mining import first_stage_candidates
 from haystack_crossrerank.training.pseudo_queries import (
+    PAIR_UNITS,
     PseudoQuery,
     inverse_cloze,
     make_pseudo_queries,
@@ -49,7 +51,6 @@ from haystack_crossrerank.training.retrieval import RetrievalCollator
 from haystack_crossrerank.training.trainer import TrainConfig, TrainResult, train_cross_encoder
 from haystack_crossrerank.training.weights import interpolate_with_base, write_base_weights
 from haystack_crossrerank.utils.adapted import ADAPT_FILE
-from haystack_crossrerank.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class AdaptOptions:
         training's 192: the adapted recipe scores sentences, and the shorter pairs let the planned steps fit the
         budget.
     :param embedder: The embedding model of the hybrid stage (default: the offline all-MiniLM-L6-v2).
+    :param pairs: What a training pair holds beside the query (:data:`PAIR_UNITS`): the whole document, or its
+        passage closest to the query, as the recorded sentence mode scores it; with `"passage"` the held-back
+        queries score each candidate by its best passage too.
     :param base_share: The base model's share in the written weights: after training, each weight becomes
         `base_share * base + (1 - base_share) * trained` (weight-space ensembling, as in WiSE-FT), and that model
         is the one compared with the base on the held-back queries. 0 writes the trained weights as they are.
@@ -131,6 +135,7 @@ class AdaptOptions:
     eval_depth: int = 20
     max_length: int = 128
     embedder: str | None = None
+    pairs: str = "document"
     base_share: float = 0.0
 
     def validate(self) -> None:
@@ -148,6 +153,8 @@ class AdaptOptions:
                 raise ValueError(f"`{name}` must be > 0, but got {getattr(self, name)}")
         if self.skip_top < 0:
             raise ValueError(f"`skip_top` must be >= 0, but got {self.skip_top}")
+        if self.pairs not in PAIR_UNITS:
+            raise ValueError(f"`pairs` must be one of {list(PAIR_UNITS)}, but got {self.pairs!r}")
         if not 0.0 <= self.base_share < 1.0:
             raise ValueError(f"`base_share` must be in [0, 1), but got {self.base_share!r}")
 
@@ -260,6 +267,7 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
         negatives=options.negatives,
         skip_top=options.skip_top,
         seed=config.seed,
+        pairs=options.pairs,
     )
     held = BeirData(
         "pseudo-heldout",
@@ -268,7 +276,10 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
         {f"h{i}": {q.doc_id: 1} for i, q in enumerate(heldout)},
     )
     held_candidates = {f"h{i}": [(d, 0.0) for d in f[: options.eval_depth]] for i, f in enumerate(held_found)}
-    evaluator = RerankEvaluator(held, held_candidates, name="pseudo-heldout", max_length=options.max_length)
+    mode = "sentences" if options.pairs == "passage" else "document"
+    evaluator = RerankEvaluator(
+        held, held_candidates, name="pseudo-heldout", max_length=options.max_length, passages=mode
+    )
     first_alone = evaluate_rankings(held.qrels, {q: [d for d, _ in c] for q, c in held_candidates.items()})
     eval_started = time.perf_counter()
     base_metrics = _evaluate_base(config.base_model, evaluator)
@@ -330,28 +341,6 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
         facts,
         result,
     )
-
-
-def first_stage_candidates(
-    corpus: dict[str, dict[str, str]], queries: Sequence[str], stage_name: str, depth: int, embedder: str | None = None
-) -> list[list[str]]:
-    """
-    Index a corpus with a shipped first stage and retrieve each query's candidates, with a progress bar.
-
-    :param corpus: doc id -> `{"title", "text"}`.
-    :param queries: The query texts.
-    :param stage_name: `"bm25"`, `"faiss"` or `"hybrid"`.
-    :param depth: Candidates per query.
-    :param embedder: The dense stages' embedding model (default: the offline all-MiniLM-L6-v2).
-    :returns: Each query's candidate ids, best first, in the order of `queries`.
-    """
-    from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, query_pipeline, retrieve
-
-    stage = first_stage(stage_name)
-    index_corpus(corpus, stage.indexing, embedder)
-    pipeline = query_pipeline(stage, depth, embedder)
-    bar = progress(queries, desc=f"{stage_name} candidates", unit="query")
-    return [[str(d.id) for d in retrieve(pipeline, stage, text, depth)] for text in bar]
 
 
 def _pseudo_queries(
@@ -427,6 +416,9 @@ def _facts(options: AdaptOptions, corpus: dict[str, Any], stats: dict[str, Any],
             "negatives": f"{options.negatives} per example from the {options.first_stage} first stage's top "
             f"{options.mine_depth}, the query's own document and duplicates removed, then the top "
             f"{options.skip_top} left out",
+            "training pairs": "query and the passage of each document closest to it"
+            if options.pairs == "passage"
+            else "query and whole document",
             "time budget": f"{options.minutes} minutes",
             "max_length": options.max_length,
         },
@@ -434,7 +426,9 @@ def _facts(options: AdaptOptions, corpus: dict[str, Any], stats: dict[str, Any],
             "data": f"pseudo-queries from {corpus_line}, no relevance judgments read: {described}",
             "loss": "listwise softmax cross-entropy over 1 positive + negatives",
             "evaluation": f"{heldout} held-back documents of the same corpus, one span query each, "
-            f"{options.first_stage} top {options.eval_depth} reranked (nDCG@10 of the query's own document)",
+            f"{options.first_stage} top {options.eval_depth} reranked"
+            + (", each by its best passage" if options.pairs == "passage" else "")
+            + " (nDCG@10 of the query's own document)",
         },
     }
 

@@ -1,5 +1,6 @@
 """Training examples for retrieval: held-out queries, BM25 candidates through the shipped first stage, and mined
-negatives, for the primary BEIR set and any mixed-in ones.
+negatives, for the primary BEIR set and any mixed-in ones; and any shipped first stage's candidates for texts over
+a corpus without queries (what `crossrerank adapt` mines from).
 
 Against unjudged relevant documents (false negatives), the first `skip_top` non-positive candidates of each
 query are not used: they are the likeliest to be relevant but unjudged. A fixed number of negatives per
@@ -9,11 +10,13 @@ positive is then sampled from the rest.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from haystack_crossrerank.data.beir import BeirData, load_beir
 from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
+from haystack_crossrerank.utils.progress import progress
 
 
 @dataclass
@@ -156,3 +159,25 @@ def mix_examples(
         examples.extend(mined[:wanted])
         stats[name] = {**mined_stats, "examples": min(wanted, len(mined)), "ratio": ratio}
     return examples, stats
+
+
+def first_stage_candidates(
+    corpus: dict[str, dict[str, str]], queries: Sequence[str], stage_name: str, depth: int, embedder: str | None = None
+) -> list[list[str]]:
+    """
+    Index a corpus with a shipped first stage and retrieve each query's candidates, with a progress bar.
+
+    :param corpus: doc id -> `{"title", "text"}`.
+    :param queries: The query texts.
+    :param stage_name: `"bm25"`, `"faiss"` or `"hybrid"`.
+    :param depth: Candidates per query.
+    :param embedder: The dense stages' embedding model (default: the offline all-MiniLM-L6-v2).
+    :returns: Each query's candidate ids, best first, in the order of `queries`.
+    """
+    from haystack_crossrerank.retrievers.stages import first_stage, index_corpus, query_pipeline, retrieve
+
+    stage = first_stage(stage_name)
+    index_corpus(corpus, stage.indexing, embedder)
+    pipeline = query_pipeline(stage, depth, embedder)
+    bar = progress(queries, desc=f"{stage_name} candidates", unit="query")
+    return [[str(d.id) for d in retrieve(pipeline, stage, text, depth)] for text in bar]

@@ -25,6 +25,7 @@ highest-ranked of the rest left out (the likeliest to be relevant), then `negati
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ from typing import Any
 
 from haystack_crossrerank.data.jsonl import json_object
 from haystack_crossrerank.evaluation.rerank import document_text, text_ranker
-from haystack_crossrerank.ranking.passages import split_sentences
+from haystack_crossrerank.ranking.passages import document_passages, split_sentences
 
 QUERY_KINDS = ("title", "span", "user")
+# What a training pair holds beside the query: the whole document as document mode sends it, or the one passage
+# of it (the title, or a sentence) that sentence mode would score, the one sharing most words with the query.
+PAIR_UNITS = ("document", "passage")
 # A sentence is a span query when it has this many words (fewer: too little to find its document by; more:
 # a table or list read as one sentence). Otherwise a run of SPAN_WORDS words is taken from the body.
 MIN_SPAN_WORDS = 5
@@ -88,6 +92,26 @@ def inverse_cloze(text: str, rng: random.Random) -> tuple[str, str] | None:
         start = rng.randrange(len(words) - SPAN_WORDS + 1)
         span, rest = " ".join(words[start : start + SPAN_WORDS]), " ".join(words[:start] + words[start + SPAN_WORDS :])
     return (span, rest) if len(rest.split()) >= MIN_REST_WORDS else None
+
+
+def content_words(text: str) -> set[str]:
+    """The words that count when a passage is matched to a query: lower case, four letters or more, or holding a
+    digit (a rough stop-word filter that keeps names such as "p53")."""
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4 or any(c.isdigit() for c in w)}
+
+
+def closest_passage(query: str, doc: dict[str, str]) -> str:
+    """
+    The passage of a document, as sentence mode with the title as a passage of its own cuts it, that shares the
+    most content words (:func:`content_words`) with the query; the earliest of equal ones.
+
+    :param query: The query.
+    :param doc: `{"title", "text"}` (an empty title is no passage).
+    :returns: The passage's text.
+    """
+    words = content_words(query)
+    passages = [p.text for p in document_passages(doc["text"], doc["title"], mode="sentences")]
+    return max(enumerate(passages), key=lambda ip: (len(words & content_words(ip[1])), -ip[0]))[1]
 
 
 def make_pseudo_queries(
@@ -210,10 +234,12 @@ def pseudo_examples(
     negatives: int,
     skip_top: int,
     seed: int,
+    pairs: str = "document",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """
     One training example per pseudo-query: `{"query", "documents"}`, the positive first, then `negatives`
-    mined negatives, each as the ranker's document text (title, newline, text; a title query's without titles).
+    mined negatives, each as the ranker's document text (title, newline, text; a title query's without titles),
+    or, with `pairs="passage"`, as its passage closest to the query (:func:`closest_passage`).
 
     :param queries: The pseudo-queries.
     :param candidates: Each query's first-stage candidates (doc ids, best first).
@@ -221,9 +247,13 @@ def pseudo_examples(
     :param negatives: Negatives per example.
     :param skip_top: Candidates left out at the top of each query's list, once the excluded ones are removed.
     :param seed: The seed of the sampling.
+    :param pairs: One of :data:`PAIR_UNITS`.
     :returns: The examples, and statistics (`examples`, `by_kind`, `padded_with_random_negatives`).
-    :raises ValueError: If the corpus is too small to give every query `negatives` negatives.
+    :raises ValueError: If the corpus is too small to give every query `negatives` negatives, or on an unknown
+        `pairs`.
     """
+    if pairs not in PAIR_UNITS:
+        raise ValueError(f"`pairs` must be one of {list(PAIR_UNITS)}, but got {pairs!r}")
     rng = random.Random(seed)
     texts = text_ranker()
     ids = list(corpus)
@@ -243,6 +273,8 @@ def pseudo_examples(
         chosen = rng.sample(pool, negatives)
         bare = query.kind == "title"
         shown = [query.positive] + [{**corpus[d], "title": ""} if bare else corpus[d] for d in chosen]
+        if pairs == "passage":
+            shown = [{"title": "", "text": closest_passage(query.text, doc)} for doc in shown]
         examples.append({"query": query.text, "documents": [document_text(doc, texts) for doc in shown]})
         by_kind[query.kind] += 1
     return examples, {"examples": len(examples), "by_kind": by_kind, "padded_with_random_negatives": padded}
