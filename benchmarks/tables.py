@@ -411,6 +411,7 @@ ADAPT_VARIANTS = {
     "adapt_recipe.json": "the recipe (learning rate 5e-5, trained weights)",
     "adapt_base_share.json": "`--base-share 0.5`",
     "adapt_lr.json": "`--lr 1e-4`",
+    "adapt_title_share.json": "`--title-share 0.5`",
 }
 
 
