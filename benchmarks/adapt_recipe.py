@@ -22,6 +22,7 @@ over the same queries and models scores nothing again.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from haystack_crossrerank.commands.offline import built_model_dir
     from haystack_crossrerank.commands.tuning import TuneOptions, run_tuning
     from haystack_crossrerank.retrievers.stages import first_stage, shipped_depth
+    from haystack_crossrerank.utils.adapted import ADAPT_FILE
     from haystack_crossrerank.utils.provenance import write_result
 
     given, indexes = parse_adapted(args.adapted), parse_adapted(args.hybrid_index)
@@ -106,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             scores_path=scores,
         )
         tuned = run_tuning(options)
+        facts_file = model / ADAPT_FILE
+        facts = json.loads(facts_file.read_text(encoding="utf-8")) if facts_file.is_file() else {}
         per_set[dataset] = {
             "model": str(model),
+            # how the model was adapted: its options, and the held-back comparison, steps and seconds of the run
+            "adaptation": {key: facts.get(key) for key in ("options", "result")},
             "queries": tuned["queries"],
             "first_stages": {
                 stage: {k: v for k, v in found.items() if k != "grid"} for stage, found in tuned["first_stages"].items()
