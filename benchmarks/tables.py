@@ -412,6 +412,7 @@ ADAPT_VARIANTS = {
     "adapt_base_share.json": "`--base-share 0.5`",
     "adapt_lr.json": "`--lr 1e-4`",
     "adapt_title_share.json": "`--title-share 0.5`",
+    "adapt_pairs_passage.json": "`--pairs passage`",
 }
 
 
