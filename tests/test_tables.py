@@ -274,6 +274,8 @@ def results_fixture() -> dict[str, dict[str, Any]]:
         "adapt_recipe.json": ("adapt_recipe", recipe, PROVENANCE),
         "adapt_base_share.json": ("adapt_recipe", variant, PROVENANCE),
         "adapt_lr.json": ("adapt_recipe", recipe, PROVENANCE),
+        "adapt_title_share.json": ("adapt_recipe", recipe, PROVENANCE),
+        "adapt_pairs_passage.json": ("adapt_recipe", variant, PROVENANCE),
         "ray_speed.json": ("ray_speed", ray, PROVENANCE),
         "thread_speed.json": ("thread_speed", threads, PROVENANCE),
         "gpu_speed.json": ("gpu_speed", gpu, gpu_provenance),
@@ -376,7 +378,8 @@ def test_serving_and_adaptation_tables_say_what_each_ratio_is_against(tmp_path: 
     assert "| adapted with | `bm25_rerank`, SciFact train | `bm25_rerank`, MedQuAD train |" in variants
     assert "| the recipe (learning rate 5e-5, trained weights) | 0.7610 (+0.0157) | 0.6280 (+0.0256) |" in variants
     assert "| `--base-share 0.5` | 0.7500 (+0.0042) | 0.6280 (+0.0256) |" in variants
-    assert variants.count("- `benchmarks/results/adapt_") == 3  # each variant's source
+    assert "| `--pairs passage` | 0.7500 (+0.0042) | 0.6280 (+0.0256) |" in variants
+    assert variants.count("- `benchmarks/results/adapt_") == 5  # each variant's source
 
 
 def test_writing_replaces_only_the_text_between_the_markers(tmp_path: Path) -> None:
