@@ -56,6 +56,12 @@ COMMANDS = {
     "--adapted medquad=DIR --json benchmarks/results/adapt_base_share.json (DIRs: crossrerank adapt --base-share 0.5)",
     "adapt_lr.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
     "--adapted medquad=DIR --json benchmarks/results/adapt_lr.json (DIRs: crossrerank adapt --lr 1e-4)",
+    "adapt_title_share.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
+    "--adapted medquad=DIR --json benchmarks/results/adapt_title_share.json "
+    "(DIRs: crossrerank adapt --title-share 0.5)",
+    "adapt_pairs_passage.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
+    "--adapted medquad=DIR --json benchmarks/results/adapt_pairs_passage.json "
+    "(DIRs: crossrerank adapt --pairs passage)",
     "gpu_speed.json": "python benchmarks/gpu_speed.py --data-dir ../shared/data",
 }
 

@@ -105,13 +105,37 @@ def test_the_sentence_evaluator_scores_at_most_its_passage_limit_per_document() 
     assert len(scorer.texts) == MAX_EVAL_PASSAGES
 
 
-def test_adapt_with_passage_pairs_records_them(tmp_path: Path, tiny_model: Path) -> None:
+def test_adapt_with_passage_pairs_trains_and_chooses_on_passages_and_records_them(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from haystack_crossrerank.training import adapt
+
+    made: list[dict[str, Any]] = []
+    modes: list[str] = []
+    real_examples, real_evaluator = adapt.pseudo_examples, adapt.RerankEvaluator
+
+    def examples_spy(*args: Any, **kwargs: Any) -> Any:
+        examples, stats = real_examples(*args, **kwargs)
+        made.extend(examples)
+        return examples, stats
+
+    def evaluator_spy(*args: Any, **kwargs: Any) -> RerankEvaluator:
+        evaluator = real_evaluator(*args, **kwargs)
+        modes.append(evaluator.passages)
+        return evaluator
+
+    monkeypatch.setattr(adapt, "pseudo_examples", examples_spy)
+    monkeypatch.setattr(adapt, "RerankEvaluator", evaluator_spy)
     data = write_beir_bait(tmp_path / "beir", toy_corpus(24))
     out = tmp_path / "adapted"
     status, opened = recorded_run(
         ["adapt", "--corpus", str(data), "--output", str(out), "--pairs", "passage", *tiny_adapt_flags(tiny_model)]
     )
     assert status == 0 and not [p for p in opened if "qrels" in p]
+    # every document of every example is one passage (a whole document is "title\ntext"), and the held-back
+    # queries are scored by best passage
+    assert made and all("\n" not in text for example in made for text in example["documents"])
+    assert modes == ["sentences"]
     facts = json.loads((out / "adaptation.json").read_text())
     assert facts["options"]["pairs"] == "passage"
     assert facts["card"]["training pairs"] == "query and the passage of each document closest to it"
