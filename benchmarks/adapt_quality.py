@@ -85,8 +85,8 @@ def compare(
         index=index,
     )
     rows = run_benchmark(options)["rows"]
-    keys = ("ndcg@10", "mrr@10", "recall@100")
-    alone = {k: rows[0].get(k) for k in keys}
+    keys = ("ndcg@10", "mrr@10", "recall@100", "gain_ci90")  # gain_ci90: 90% interval of the gain over the first stage
+    alone = {k: rows[0].get(k) for k in keys[:3]}
     base_row = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
     adapted_row = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
     recorded: dict[str, Any] = {}
@@ -169,6 +169,7 @@ def print_table(comparisons: list[dict[str, Any]]) -> list[str]:
             f"{c['first_stage_alone']['ndcg@10']:.4f} | {c['base']['ndcg@10']:.4f} | {c['adapted']['ndcg@10']:.4f} | "
             f"{c['adapted_minus_first_stage']:+.4f} | "
             + (f"{recorded['ndcg@10']:.4f} | {c['adapted_recorded_minus_first_stage']:+.4f}" if recorded else "- | -")
+            + (f" (90%: {ci[0]:+.4f} to {ci[1]:+.4f})" if (ci := (recorded or {}).get("gain_ci90")) else "")
         )
         for key, label in (("adapted", "the adapted model"), ("adapted_recorded", "the adapted model's settings")):
             if c.get(f"{key}_worse_than_first_stage"):

@@ -355,7 +355,10 @@ def adapt_quality_table(adapt: Result) -> list[str]:
         ]
         if recorded:
             found = c.get("adapted_recorded")
-            row.append(f"{metric(found['ndcg@10'])} ({c['adapted_recorded_minus_first_stage']:+.4f})" if found else "-")
+            ci = (found or {}).get("gain_ci90")  # results written before the interval was recorded lack it
+            within = f"; 90% interval {ci[0]:+.4f} to {ci[1]:+.4f}" if ci else ""
+            gain = f"{c.get('adapted_recorded_minus_first_stage', 0):+.4f}{within}"
+            row.append(f"{metric(found['ndcg@10'])} ({gain})" if found else "-")
         table.append([*row, "**yes**" if worse else "no"])
     header = ["test set", "pipeline", "queries", "first stage alone", "+ base model", "+ adapted model"]
     if recorded:

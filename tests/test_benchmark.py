@@ -72,6 +72,12 @@ def test_bm25_benchmark_end_to_end_with_both_modes_fusion_and_peer(tmp_path: Pat
     for metric in ("ndcg@10", "mrr@10", "map@100"):
         assert rows[names[3]][metric] == pytest.approx(rows[names[4]][metric], abs=1e-4)
     assert rows[names[1]]["pairs_per_s"] > 0 and rows[names[5]]["pairs_per_s"] > 0
+    # each row's gain over the first stage on its own queries: a full row's is its nDCG@10 difference
+    assert rows["bm25"]["gain"] == 0.0 and rows["bm25"]["gain_ci90"] == [0.0, 0.0]
+    for name in (names[1], names[2], names[5], names[6]):
+        assert rows[name]["gain"] == pytest.approx(rows[name]["ndcg@10"] - rows["bm25"]["ndcg@10"], abs=2e-4)
+        low, high = rows[name]["gain_ci90"]
+        assert low <= rows[name]["gain"] <= high
     assert Path(result["plot"]["path"]).stat().st_size > 0
     points = result["plot"]["points"]
     assert set(points) == {"document", "sentences"}

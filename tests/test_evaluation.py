@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 
 from haystack_crossrerank.evaluation import STSEvaluator, evaluate_rankings
+from haystack_crossrerank.evaluation.retrieval import paired_gain
 
 
 class FixedScorer:
@@ -71,3 +73,18 @@ def test_unranked_query_counts_as_zero() -> None:
     metrics = evaluate_rankings({"q1": {"d1": 1}, "q2": {"d2": 1}}, {"q1": ["d1"]})
     assert metrics["ndcg@10"] == pytest.approx(0.5)
     assert metrics["mrr@10"] == pytest.approx(0.5)
+
+
+def test_paired_gain_is_the_mean_per_query_difference_with_a_90_percent_interval() -> None:
+    qrels = {"q1": {"d1": 1}, "q2": {"d1": 1}, "q3": {"d1": 1}}
+    first = {"q1": ["d2", "d1"], "q2": ["d1", "d2"], "q3": ["d2", "d1"]}
+    # q1 moves its relevant document from rank 2 to 1 (nDCG 1/log2(3) -> 1), q2 keeps it first, q3 is not reranked
+    reranked = {"q1": ["d1", "d2"], "q2": ["d1", "d2"]}
+    found = paired_gain(qrels, first, reranked)
+    gains = [1 - 1 / math.log2(3), 0.0]  # paired on the reranked queries only
+    mean = sum(gains) / 2
+    half = 1.6449 * statistics.stdev(gains) / math.sqrt(2)
+    assert found["gain"] == pytest.approx(mean, abs=1e-4)
+    assert found["gain_ci90"] == pytest.approx([mean - half, mean + half], abs=1e-4)
+    assert paired_gain(qrels, first, {"q1": ["d1", "d2"]}) == {"gain": round(gains[0], 4), "gain_ci90": None}
+    assert paired_gain(qrels, first, first)["gain_ci90"] == [0.0, 0.0]

@@ -196,7 +196,7 @@ def results_fixture() -> dict[str, dict[str, Any]]:
             {
                 **adapt["comparisons"][0],
                 "adapted_recorded_settings": recorded,
-                "adapted_recorded": {**metrics, "ndcg@10": 0.712},
+                "adapted_recorded": {**metrics, "ndcg@10": 0.712, "gain_ci90": [-0.002, 0.026]},
                 "adapted_recorded_minus_first_stage": 0.012,
                 "adapted_recorded_worse_than_first_stage": False,
             }
@@ -370,7 +370,7 @@ def test_serving_and_adaptation_tables_say_what_each_ratio_is_against(tmp_path: 
     assert "its recorded settings" not in adapt  # a result without those rows gets no such column
     both = tables.render("adapt_quality_medquad", results, root)
     assert "| + adapted model, shipped settings | + adapted model, its recorded settings |" in both
-    assert "| 0.6900 (-0.0100) | 0.7120 (+0.0120) | **yes** |" in both
+    assert "| 0.6900 (-0.0100) | 0.7120 (+0.0120; 90% interval -0.0020 to +0.0260) | **yes** |" in both
     recipe = tables.render("adapt_recipe", results, root)
     assert "| `bm25_rerank` | fusion=zscore, fusion_weight=0.1 | 0.7369 → 0.7610 (+0.0241; bound +0.0157) |" in recipe
     assert "(SciFact: 200, MedQuAD: 200;" in recipe

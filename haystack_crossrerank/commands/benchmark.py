@@ -16,7 +16,7 @@ from haystack import Document, Pipeline
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_crossrerank.data.beir import load_beir
-from haystack_crossrerank.evaluation.retrieval import evaluate_rankings
+from haystack_crossrerank.evaluation.retrieval import evaluate_rankings, paired_gain
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.ranking.documents import deduplicate_documents
 from haystack_crossrerank.ranking.fusion import fuse_scores
@@ -199,7 +199,8 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
                 rows.append(_subset_row(row, [q for q, _ in subset], "same queries as the peer row"))
                 rows.append(_peer_row(model, label, subset, candidates, first_ms, options))
 
-    table = [row.summary(data.qrels) for row in rows]
+    # with each row, its mean per-query nDCG@10 gain over the first stage on its queries and a 90% interval
+    table = [{**row.summary(data.qrels), **paired_gain(data.qrels, rows[0].rankings, row.rankings)} for row in rows]
     print_table(table, f"{data.name} {options.split}: {options.first_stage} top-{options.depth}")
     result: dict[str, Any] = {
         "settings": {

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from haystack_crossrerank.utils.extras import require
 
@@ -62,3 +65,31 @@ def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[s
     full = ranked_run({q: list(rankings.get(q, [])) for q in judged})
     found = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut.10"}).evaluate(full)
     return {q: found.get(q, {}).get("ndcg_cut_10", 0.0) for q in judged}
+
+
+CI90_Z = 1.6449  # two-sided 90%
+
+
+def paired_gain(
+    qrels: Mapping[str, Mapping[str, int]], first: Mapping[str, Sequence[str]], rankings: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """
+    The mean per-query nDCG@10 gain of `rankings` over `first` on the queries of `rankings`, with its two-sided
+    90% interval (normal approximation of the paired differences; `None` with fewer than two queries).
+
+    :param qrels: query id -> {doc id: relevance}.
+    :param first: The first stage's rankings (a superset of the queries of `rankings`).
+    :param rankings: The rankings compared with it.
+    :returns: `{"gain": ..., "gain_ci90": [low, high] or None}`, rounded to 4 places.
+    """
+    judged = {q: qrels[q] for q in rankings}
+    after = per_query_ndcg10(judged, rankings)
+    before = per_query_ndcg10(judged, {q: first[q] for q in rankings})
+    gains = [after[q] - before[q] for q in judged]
+    if not gains:
+        return {"gain": None, "gain_ci90": None}
+    mean = statistics.fmean(gains)
+    if len(gains) < 2:
+        return {"gain": round(mean, 4), "gain_ci90": None}
+    half = CI90_Z * statistics.stdev(gains) / math.sqrt(len(gains))
+    return {"gain": round(mean, 4), "gain_ci90": [round(mean - half, 4), round(mean + half, 4)]}
