@@ -138,6 +138,14 @@ def adapted_model(
     return str(folder), json.loads(facts.read_text(encoding="utf-8")) if facts.is_file() else None
 
 
+def training_seed(model: str) -> int | None:
+    """The seed the model folder was trained with (its `training_log.json`), `None` if it records none."""
+    log = Path(model) / "training_log.json"
+    if not log.is_file():
+        return None
+    return json.loads(log.read_text(encoding="utf-8")).get("config", {}).get("seed")
+
+
 def adapted_settings(model: str, facts: dict[str, Any] | None, pipeline: str) -> dict[str, Any] | None:
     """
     The ranker settings to run an adapted model with in a pipeline: those its folder records, else, for a folder
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     comparisons, adaptations = [], {}
     for dataset in args.datasets:
         model, facts = adapted_model(args.data_dir, dataset, base, models_dir, given, args.minutes, args.mine_with)
-        adaptations[dataset] = {"model": model, "adaptation": facts}
+        adaptations[dataset] = {"model": model, "adaptation": facts, "seed": training_seed(model)}
         for stage in args.first_stages:
             index = indexes.get(dataset) if stage == "hybrid" else None
             recipe = None if args.shipped_only else adapted_settings(model, facts, f"{stage}_rerank")

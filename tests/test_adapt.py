@@ -348,7 +348,7 @@ def test_normalized_ignores_case_and_spacing() -> None:
 
 
 def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted_model_is_worse(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     import importlib.util
 
@@ -378,6 +378,9 @@ def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted
     ]
     assert "scifact | bm25_rerank (top 20) | 3 | 0.6000 | 0.5000 | 0.6500 | +0.0500" in capsys.readouterr().out
     assert script.parse_adapted(["scifact=models/x"]) == {"scifact": "models/x"}
+    assert script.training_seed(str(tmp_path)) is None  # a folder without a training log
+    (tmp_path / "training_log.json").write_text(json.dumps({"config": {"seed": 43}}), encoding="utf-8")
+    assert script.training_seed(str(tmp_path)) == 43
 
 
 def _adapted_folder(folder: Path, settings: Any) -> Path:
