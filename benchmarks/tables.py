@@ -51,6 +51,10 @@ COMMANDS = {
     "adapt_quality.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data",
     "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
     "--sample-queries 300 --json benchmarks/results/adapt_quality_medquad.json",
+    "adapt_quality_seed43.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets scifact "
+    "--adapted scifact=DIR --json benchmarks/results/adapt_quality_seed43.json (DIR: crossrerank adapt --seed 43)",
+    "adapt_quality_seed44.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets scifact "
+    "--adapted scifact=DIR --json benchmarks/results/adapt_quality_seed44.json (DIR: crossrerank adapt --seed 44)",
     "adapt_recipe.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data",
     "adapt_base_share.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
     "--adapted medquad=DIR --json benchmarks/results/adapt_base_share.json (DIRs: crossrerank adapt --base-share 0.5)",
@@ -444,6 +448,37 @@ def adapt_variants_table(*variants: Result) -> list[str]:
     return [caption, "", *markdown(header, table)]
 
 
+def adapt_seeds_table(*runs: Result) -> list[str]:
+    """The recipe unchanged, adapted with several seeds: each pipeline with the settings the folder records."""
+    table, gains = [], {}
+    for run in runs:
+        adapted = need(run.data, "adapted", where=run.path)
+        dataset = next(iter(adapted))
+        cells = []
+        for c in need(run.data, "comparisons", where=run.path):
+            found, ci = c["adapted_recorded"], c["adapted_recorded"].get("gain_ci90")
+            gains.setdefault(c["first_stage"], []).append(c["adapted_recorded_minus_first_stage"])
+            within = f"; 90% interval {ci[0]:+.4f} to {ci[1]:+.4f}" if ci else ""
+            cells.append(
+                f"{metric(c['first_stage_alone']['ndcg@10'])} → {metric(found['ndcg@10'])} "
+                f"({c['adapted_recorded_minus_first_stage']:+.4f}{within})"
+            )
+        result = adapted[dataset]["adaptation"]["result"]
+        table.append([adapted[dataset].get("seed"), *cells, f"{result['steps']}, {result['seconds'] / 60:.1f}"])
+    means = [f"mean gain {statistics.fmean(g):+.4f} (from {min(g):+.4f} to {max(g):+.4f})" for g in gains.values()]
+    table.append([f"all {len(runs)}", *means, ""])
+    stages = [f"`{stage}_rerank`: first stage → adapted" for stage in gains]
+    header = ["seed", *stages, "steps, minutes"]
+    names = sorted({NAMES.get(d, d) for r in runs for d in r.data["adapted"]})
+    queries = runs[0].data["comparisons"][0]["queries"]
+    caption = (
+        f"{', '.join(names)} test ({queries} queries), nDCG@10 with the model adapted by the unchanged recipe "
+        "with each seed, run with the ranker settings its folder records (in brackets, the gain over the first "
+        "stage alone and its 90% interval over the queries):"
+    )
+    return [caption, "", *markdown(header, table)]
+
+
 GPU_RUNS = {
     "peer": "sentence-transformers CrossEncoderTrainer, first run",
     "ours": "haystack-crossrerank, defaults",
@@ -543,6 +578,9 @@ TABLES: dict[str, Table] = {
     "serve_startup": Table(("serve_startup.json",), serve_startup_table),
     "adapt_quality": Table(("adapt_quality.json",), adapt_quality_table),
     "adapt_quality_medquad": Table(("adapt_quality_medquad.json",), adapt_quality_table),
+    "adapt_seeds": Table(
+        ("adapt_quality.json", "adapt_quality_seed43.json", "adapt_quality_seed44.json"), adapt_seeds_table
+    ),
     "adapt_recipe": Table(("adapt_recipe.json",), adapt_recipe_table),
     "adapt_variants": Table(tuple(ADAPT_VARIANTS), adapt_variants_table),
     "gpu_training": Table(("gpu_speed.json",), gpu_training_table),
