@@ -56,6 +56,7 @@ def compare(
     ranker_settings: dict[str, Any] | None = None,
     index: str | None = None,
     recipe: dict[str, Any] | None = None,
+    recorded_only: bool = False,
 ) -> dict[str, Any]:
     """
     One data set and first stage: the first stage alone, and its shipped pipeline with each model; with `recipe`
@@ -65,6 +66,8 @@ def compare(
         "adapted_minus_first_stage", "base_minus_first_stage", "adapted_worse_than_first_stage"}`, each model's entry
         the row's `ndcg@10`, `mrr@10` and `recall@100`; with `recipe`, also `"adapted_recorded_settings"`,
         `"adapted_recorded"`, `"adapted_recorded_minus_first_stage"`, `"adapted_recorded_worse_than_first_stage"`.
+        With `recorded_only` (and `recipe`), only the first stage and the adapted model with `recipe` are run:
+        `"base"` and `"adapted"` are `None`.
     """
     from haystack_crossrerank.commands.benchmark import BenchOptions, run_benchmark
     from haystack_crossrerank.retrievers.stages import first_stage, shipped_depth
@@ -84,17 +87,20 @@ def compare(
         ranker_settings=ranker_settings or {},
         index=index,
     )
-    rows = run_benchmark(options)["rows"]
+    if recorded_only and not recipe:
+        raise ValueError("recorded_only needs the ranker settings recorded for the adapted model (recipe)")
+    rows = [] if recorded_only else run_benchmark(options)["rows"]
     keys = ("ndcg@10", "mrr@10", "recall@100", "gain_ci90")  # gain_ci90: 90% interval of the gain over the first stage
-    alone = {k: rows[0].get(k) for k in keys[:3]}
-    base_row = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
-    adapted_row = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
-    recorded: dict[str, Any] = {}
+    recipe_rows: list[dict[str, Any]] = []
     if recipe:  # the same pipeline, its ranker run with the settings recorded for an adapted model
         settings = {**(ranker_settings or {}), **recipe}
         passages = [recipe["passages"]]
         options = dataclasses.replace(options, models=[adapted], passages=passages, ranker_settings=settings)
         recipe_rows = run_benchmark(options)["rows"]
+    first = (rows or recipe_rows)[0]  # the first stage alone comes first in either run
+    alone = {k: first.get(k) for k in keys[:3]}
+    recorded: dict[str, Any] = {}
+    if recipe:
         found = {k: pipeline_row(recipe_rows, adapted, {**ranker, **recipe}).get(k) for k in keys}
         recorded = {
             "adapted_recorded_settings": recipe,
@@ -102,17 +108,24 @@ def compare(
             "adapted_recorded_minus_first_stage": round(found["ndcg@10"] - alone["ndcg@10"], 4),
             "adapted_recorded_worse_than_first_stage": found["ndcg@10"] < alone["ndcg@10"],
         }
+    measured: dict[str, Any] = {"base": None, "adapted": None}
+    if not recorded_only:
+        base_row = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
+        adapted_row = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
+        measured = {
+            "base": base_row,
+            "adapted": adapted_row,
+            "adapted_minus_first_stage": round(adapted_row["ndcg@10"] - alone["ndcg@10"], 4),
+            "base_minus_first_stage": round(base_row["ndcg@10"] - alone["ndcg@10"], 4),
+            "adapted_worse_than_first_stage": adapted_row["ndcg@10"] < alone["ndcg@10"],
+        }
     return {
         "dataset": dataset,
         "first_stage": stage,
         "depth": depth,
-        "queries": rows[0]["queries"],
+        "queries": first["queries"],
         "first_stage_alone": alone,
-        "base": base_row,
-        "adapted": adapted_row,
-        "adapted_minus_first_stage": round(adapted_row["ndcg@10"] - alone["ndcg@10"], 4),
-        "base_minus_first_stage": round(base_row["ndcg@10"] - alone["ndcg@10"], 4),
-        "adapted_worse_than_first_stage": adapted_row["ndcg@10"] < alone["ndcg@10"],
+        **measured,
         **recorded,
     }
 
@@ -172,10 +185,15 @@ def print_table(comparisons: list[dict[str, Any]]) -> list[str]:
     warnings = []
     for c in comparisons:
         recorded = c.get("adapted_recorded")
+        shipped = (
+            f"{c['base']['ndcg@10']:.4f} | {c['adapted']['ndcg@10']:.4f} | {c['adapted_minus_first_stage']:+.4f} | "
+            if c.get("base")
+            else "- | - | - | "  # --recorded-only
+        )
         print(
             f"{c['dataset']} | {c['first_stage']}_rerank (top {c['depth']}) | {c['queries']} | "
-            f"{c['first_stage_alone']['ndcg@10']:.4f} | {c['base']['ndcg@10']:.4f} | {c['adapted']['ndcg@10']:.4f} | "
-            f"{c['adapted_minus_first_stage']:+.4f} | "
+            f"{c['first_stage_alone']['ndcg@10']:.4f} | "
+            + shipped
             + (f"{recorded['ndcg@10']:.4f} | {c['adapted_recorded_minus_first_stage']:+.4f}" if recorded else "- | -")
             + (f" (90%: {ci[0]:+.4f} to {ci[1]:+.4f})" if (ci := (recorded or {}).get("gain_ci90")) else "")
         )
@@ -229,8 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the adapted model with the shipped ranker settings only, not also with those recorded for it",
     )
+    parser.add_argument(
+        "--recorded-only",
+        action="store_true",
+        help="run only the adapted model with the settings recorded for it (no base model, no shipped settings): "
+        "for more adapted models of one corpus, e.g. other seeds",
+    )
     parser.add_argument("--json", default=str(RESULTS / "adapt_quality.json"), help="default: %(default)s")
     args = parser.parse_args(argv)
+    if args.shipped_only and args.recorded_only:
+        parser.error("--shipped-only and --recorded-only exclude each other")
     given = parse_adapted(args.adapted)
     indexes = parse_adapted(args.hybrid_index)
 
@@ -248,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         for stage in args.first_stages:
             index = indexes.get(dataset) if stage == "hybrid" else None
             recipe = None if args.shipped_only else adapted_settings(model, facts, f"{stage}_rerank")
+            if args.recorded_only and recipe is None:
+                sys.exit(f"{model} records no ranker settings for {stage}_rerank: run it without --recorded-only")
             comparisons.append(
                 compare(
                     args.data_dir,
@@ -258,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     sample_queries=args.sample_queries,
                     index=index,
                     recipe=recipe,
+                    recorded_only=args.recorded_only,
                 )
             )
     warnings = print_table(comparisons)

@@ -52,9 +52,11 @@ COMMANDS = {
     "adapt_quality_medquad.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets medquad "
     "--sample-queries 300 --json benchmarks/results/adapt_quality_medquad.json",
     "adapt_quality_seed43.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets scifact "
-    "--adapted scifact=DIR --json benchmarks/results/adapt_quality_seed43.json (DIR: crossrerank adapt --seed 43)",
+    "--recorded-only --adapted scifact=DIR --json benchmarks/results/adapt_quality_seed43.json "
+    "(DIR: crossrerank adapt --seed 43)",
     "adapt_quality_seed44.json": "python benchmarks/adapt_quality.py --data-dir ../shared/data --datasets scifact "
-    "--adapted scifact=DIR --json benchmarks/results/adapt_quality_seed44.json (DIR: crossrerank adapt --seed 44)",
+    "--recorded-only --adapted scifact=DIR --json benchmarks/results/adapt_quality_seed44.json "
+    "(DIR: crossrerank adapt --seed 44)",
     "adapt_recipe.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data",
     "adapt_base_share.json": "python benchmarks/adapt_recipe.py --data-dir ../shared/data --adapted scifact=DIR "
     "--adapted medquad=DIR --json benchmarks/results/adapt_base_share.json (DIRs: crossrerank adapt --base-share 0.5)",

@@ -383,6 +383,44 @@ def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted
     assert script.training_seed(str(tmp_path)) == 43
 
 
+def test_the_quality_benchmark_can_run_only_the_recorded_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from haystack_crossrerank.commands import benchmark
+
+    spec = importlib.util.spec_from_file_location(
+        "adapt_quality", Path(__file__).parents[1] / "benchmarks" / "adapt_quality.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs: list[Any] = []
+
+    def fake_benchmark(options: Any) -> dict[str, Any]:
+        runs.append(options)
+        first = {"row": "hybrid", "queries": 3, "ndcg@10": 0.6, "mrr@10": 0.5, "recall@100": 0.9}
+        fused = {"row": "+ m-adapted, sentences, zscore fusion", "ndcg@10": 0.64, "gain_ci90": [-0.01, 0.09]}
+        return {"rows": [first, fused]}
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_benchmark)
+    recipe = {"passages": "sentences", "fusion": "zscore", "fusion_weight": 0.1}
+    found = script.compare(
+        "d", "scifact", "hybrid", "m", "models/m-adapted", sample_queries=3, recipe=recipe, recorded_only=True
+    )
+    assert [r.models for r in runs] == [["models/m-adapted"]]  # neither the base model nor the shipped settings
+    assert found["base"] is None and found["adapted"] is None
+    assert found["adapted_recorded"]["gain_ci90"] == [-0.01, 0.09]
+    assert found["adapted_recorded_minus_first_stage"] == 0.04 and found["queries"] == 3
+    script.print_table([found])
+    assert "scifact | hybrid_rerank (top 20) | 3 | 0.6000 | - | - | - | 0.6400 | +0.0400 (90%: -0.0100 to +0.0900)" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(ValueError, match="recorded_only needs"):
+        script.compare("d", "scifact", "hybrid", "m", "models/m-adapted", sample_queries=3, recorded_only=True)
+
+
 def _adapted_folder(folder: Path, settings: Any) -> Path:
     folder.mkdir()
     (folder / "adaptation.json").write_text(json.dumps({"ranker_settings": settings}), encoding="utf-8")
