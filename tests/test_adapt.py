@@ -236,7 +236,7 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     queries = tmp_path / "mine.txt"
     queries.write_text("paris city museum\nriver wall tower\n", encoding="utf-8")
     out = tmp_path / "adapted"
-    common = [*tiny_adapt_flags(tiny_model), "--base-share", "0.5"]
+    common = [*tiny_adapt_flags(tiny_model), "--base-share", "0.5", "--seed", "7"]
     argv = ["adapt", "--corpus", str(data), "--output", str(out), "--queries", str(queries), *common]
     status, opened = recorded_run([*argv, "--json", str(tmp_path / "summary.json")])
     assert status == 0
@@ -250,6 +250,7 @@ def test_adapt_end_to_end_reads_the_corpus_and_no_judgment(tmp_path: Path, tiny_
     assert facts["result"]["stopped_by_budget"] is False and facts["result"]["kept"] in ("adapted", "base")
     assert set(facts["result"]["heldout"]) == {"first_stage", "base", "trained", "adapted"}
     assert facts["options"]["base_share"] == 0.5
+    assert facts["seed"] == 7  # with the options, what it takes to make the same model again
     # the trainer's record and the collator use the same length
     assert json.loads((out / "training_log.json").read_text())["config"]["max_length"] == 64
     card = (out / "README.md").read_text()

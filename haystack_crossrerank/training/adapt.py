@@ -293,7 +293,7 @@ def adapt_reranker(config: TrainConfig, options: AdaptOptions) -> AdaptResult:
         time.perf_counter() - started,
         max(0.0, budget.deadline - time.perf_counter()) / 60,
     )
-    facts = _facts(options, corpus, stats, len(heldout))
+    facts = {**_facts(options, corpus, stats, len(heldout)), "seed": config.seed}
     config = dataclasses.replace(
         config, task="adapt", max_length=options.max_length, extra={**config.extra, **facts["card"]}
     )
