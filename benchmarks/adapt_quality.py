@@ -98,10 +98,10 @@ def compare(
         options = dataclasses.replace(options, models=[adapted], passages=passages, ranker_settings=settings)
         recipe_rows = run_benchmark(options)["rows"]
     first = (rows or recipe_rows)[0]  # the first stage alone comes first in either run
-    alone = {k: first.get(k) for k in keys[:3]}
+    alone: dict[str, Any] = {k: first.get(k) for k in keys[:3]}
     recorded: dict[str, Any] = {}
     if recipe:
-        found = {k: pipeline_row(recipe_rows, adapted, {**ranker, **recipe}).get(k) for k in keys}
+        found: dict[str, Any] = {k: pipeline_row(recipe_rows, adapted, {**ranker, **recipe}).get(k) for k in keys}
         recorded = {
             "adapted_recorded_settings": recipe,
             "adapted_recorded": found,
@@ -110,8 +110,8 @@ def compare(
         }
     measured: dict[str, Any] = {"base": None, "adapted": None}
     if not recorded_only:
-        base_row = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
-        adapted_row = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
+        base_row: dict[str, Any] = {k: pipeline_row(rows, base, ranker).get(k) for k in keys}
+        adapted_row: dict[str, Any] = {k: pipeline_row(rows, adapted, ranker).get(k) for k in keys}
         measured = {
             "base": base_row,
             "adapted": adapted_row,

@@ -452,7 +452,8 @@ def adapt_variants_table(*variants: Result) -> list[str]:
 
 def adapt_seeds_table(*runs: Result) -> list[str]:
     """The recipe unchanged, adapted with several seeds: each pipeline with the settings the folder records."""
-    table, gains = [], {}
+    table: list[list[Any]] = []
+    gains: dict[str, list[float]] = {}
     for run in runs:
         adapted = need(run.data, "adapted", where=run.path)
         dataset = next(iter(adapted))
