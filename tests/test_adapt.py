@@ -348,9 +348,8 @@ def test_normalized_ignores_case_and_spacing() -> None:
     assert normalized("  Bell's\tPalsy \n") == "bell's palsy"
 
 
-def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted_model_is_worse(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def quality_script() -> Any:
+    """benchmarks/adapt_quality.py, loaded as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -359,6 +358,13 @@ def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted_model_is_worse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    script = quality_script()
     rows = [
         {"row": "bm25", "ndcg@10": 0.6},
         {"row": "+ CrossEncoderRanker (a, sentences)", "ndcg@10": 0.1},
@@ -387,16 +393,9 @@ def test_the_quality_benchmark_picks_the_shipped_rows_and_says_where_the_adapted
 def test_the_quality_benchmark_can_run_only_the_recorded_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import importlib.util
-
     from haystack_crossrerank.commands import benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "adapt_quality", Path(__file__).parents[1] / "benchmarks" / "adapt_quality.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = quality_script()
     runs: list[Any] = []
 
     def fake_benchmark(options: Any) -> dict[str, Any]:
