@@ -345,6 +345,13 @@ def serve_startup_table(startup: Result) -> list[str]:
     return [caption, "", *markdown(header, table)]
 
 
+def recorded_cell(found: dict[str, Any], gain: float) -> str:
+    """An adapted model's nDCG@10 with its recorded settings, its gain and, where recorded, the gain's interval."""
+    ci = found.get("gain_ci90")  # results written before the interval was recorded lack it
+    within = f"; 90% interval {ci[0]:+.4f} to {ci[1]:+.4f}" if ci else ""
+    return f"{metric(found['ndcg@10'])} ({gain:+.4f}{within})"
+
+
 def adapt_quality_table(adapt: Result) -> list[str]:
     table = []
     comparisons = need(adapt.data, "comparisons", where=adapt.path)
@@ -361,10 +368,7 @@ def adapt_quality_table(adapt: Result) -> list[str]:
         ]
         if recorded:
             found = c.get("adapted_recorded")
-            ci = (found or {}).get("gain_ci90")  # results written before the interval was recorded lack it
-            within = f"; 90% interval {ci[0]:+.4f} to {ci[1]:+.4f}" if ci else ""
-            gain = f"{c.get('adapted_recorded_minus_first_stage', 0):+.4f}{within}"
-            row.append(f"{metric(found['ndcg@10'])} ({gain})" if found else "-")
+            row.append(recorded_cell(found, c["adapted_recorded_minus_first_stage"]) if found else "-")
         table.append([*row, "**yes**" if worse else "no"])
     header = ["test set", "pipeline", "queries", "first stage alone", "+ base model", "+ adapted model"]
     if recorded:
@@ -459,13 +463,9 @@ def adapt_seeds_table(*runs: Result) -> list[str]:
         dataset = next(iter(adapted))
         cells = []
         for c in need(run.data, "comparisons", where=run.path):
-            found, ci = c["adapted_recorded"], c["adapted_recorded"].get("gain_ci90")
-            gains.setdefault(c["first_stage"], []).append(c["adapted_recorded_minus_first_stage"])
-            within = f"; 90% interval {ci[0]:+.4f} to {ci[1]:+.4f}" if ci else ""
-            cells.append(
-                f"{metric(c['first_stage_alone']['ndcg@10'])} → {metric(found['ndcg@10'])} "
-                f"({c['adapted_recorded_minus_first_stage']:+.4f}{within})"
-            )
+            gain = c["adapted_recorded_minus_first_stage"]
+            gains.setdefault(c["first_stage"], []).append(gain)
+            cells.append(f"{metric(c['first_stage_alone']['ndcg@10'])} → {recorded_cell(c['adapted_recorded'], gain)}")
         result = adapted[dataset]["adaptation"]["result"]
         table.append([adapted[dataset].get("seed"), *cells, f"{result['steps']}, {result['seconds'] / 60:.1f}"])
     means = [f"mean gain {statistics.fmean(g):+.4f} (from {min(g):+.4f} to {max(g):+.4f})" for g in gains.values()]

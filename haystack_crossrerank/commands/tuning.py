@@ -32,7 +32,7 @@ from typing import Any
 from haystack import Document
 
 from haystack_crossrerank.data.beir import load_beir
-from haystack_crossrerank.evaluation.retrieval import per_query_ndcg10
+from haystack_crossrerank.evaluation.retrieval import per_query_ndcg10, standard_error
 from haystack_crossrerank.ranker import CrossEncoderRanker
 from haystack_crossrerank.ranking.activation import sigmoid
 from haystack_crossrerank.ranking.fusion import FUSION_METHODS, fuse_scores
@@ -297,7 +297,8 @@ def gain_summary(per_query: dict[str, float], first: dict[str, float]) -> dict[s
     """
     gains = [per_query[q] - first[q] for q in first]
     mean_gain = statistics.fmean(gains)
-    bound = mean_gain - LCB_Z * statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else None
+    error = standard_error(gains)
+    bound = mean_gain - LCB_Z * error if error is not None else None
     return {
         "ndcg@10": round(statistics.fmean(per_query.values()), 4),
         "gain": round(mean_gain, 4),

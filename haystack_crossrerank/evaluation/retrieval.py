@@ -70,6 +70,11 @@ def per_query_ndcg10(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[s
 CI90_Z = 1.6449  # two-sided 90%
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """The standard error of the mean of `values` (`None` with fewer than two: no spread to measure)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+
+
 def paired_gain(
     qrels: Mapping[str, Mapping[str, int]], first: Mapping[str, Sequence[str]], rankings: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
@@ -88,8 +93,6 @@ def paired_gain(
     gains = [after[q] - before[q] for q in judged]
     if not gains:
         return {"gain": None, "gain_ci90": None}
-    mean = statistics.fmean(gains)
-    if len(gains) < 2:
-        return {"gain": round(mean, 4), "gain_ci90": None}
-    half = CI90_Z * statistics.stdev(gains) / math.sqrt(len(gains))
-    return {"gain": round(mean, 4), "gain_ci90": [round(mean - half, 4), round(mean + half, 4)]}
+    mean, error = statistics.fmean(gains), standard_error(gains)
+    interval = None if error is None else [round(mean - CI90_Z * error, 4), round(mean + CI90_Z * error, 4)]
+    return {"gain": round(mean, 4), "gain_ci90": interval}
